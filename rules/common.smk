@@ -1,0 +1,146 @@
+# Helpers shared by the rules: config slices as params, input functions, wildcard constraints.
+# Each rule gets the canonical JSON of exactly the config it reads, so a changed setting
+# reruns exactly the jobs that read it (Snakemake's params trigger).
+
+import re
+import sys
+
+from pipeline import config as cfg
+from pipeline import preflight as _preflight
+
+
+def _alternatives(names):
+    return "|".join(re.escape(name) for name in names)
+
+
+wildcard_constraints:
+    model=_alternatives(config["models"]),
+    variant=_alternatives(config["variants"]),
+    benchmark=_alternatives(config["benchmarks"]),
+    calibration=_alternatives(config["calibration"]) or "(?!)",
+
+
+# Stages run with the interpreter that runs Snakemake (a venv needs no activation), or the
+# rule's conda environment's python under --sdm conda.
+PYTHON = "python" if "conda" in str(workflow.deployment_settings.deployment_method) else sys.executable
+CHECKPOINT_KEEP = config["pruning"]["keep_checkpoints"]
+
+
+def preflight():
+    """Stop before any job when a model or data set that the scheduled jobs need is out of reach."""
+    _preflight.check(config, workflow)
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def manifest_path(model):
+    return f"results/models/{model}/model.json"
+
+
+def checkpoint_path(model, variant):
+    return f"results/checkpoints/{model}/{variant}"
+
+
+def generations_path(model, variant, benchmark):
+    return f"results/generations/{model}/{variant}/{benchmark}.parquet"
+
+
+def grades_path(model, variant, benchmark):
+    return f"results/grades/{model}/{variant}/{benchmark}.parquet"
+
+
+def all_grades():
+    return [
+        grades_path(model, variant, benchmark)
+        for model in config["models"]
+        for variant in config["variants"]
+        for benchmark in config["benchmarks"]
+    ]
+
+
+# --------------------------------------------------------------------------- input functions
+
+
+def manifest_of(wildcards):
+    return manifest_path(wildcards.model)
+
+
+def weights_for_generation(wildcards):
+    """Dense variants generate from the base model; the others from their pruned checkpoint."""
+    if cfg.is_dense(config, wildcards.variant):
+        return manifest_path(wildcards.model)
+    return checkpoint_path(wildcards.model, wildcards.variant)
+
+
+def mask_inputs(wildcards):
+    inputs = {"model": manifest_path(wildcards.model)}
+    calibration = cfg.variant_calibration(config, wildcards.variant)
+    if calibration is not None:
+        inputs["calibration"] = f"results/calibration/{wildcards.model}/{calibration}.parquet"
+    return inputs
+
+
+# --------------------------------------------------------------------------- params (config slices)
+
+
+def _json(obj):
+    return cfg.canonical_json(obj)
+
+
+def model_spec(wildcards):
+    return _json(cfg.model_source(config, wildcards.model))
+
+
+def calibration_spec(wildcards):
+    return _json(cfg.calibration_slice(config, wildcards.model, wildcards.calibration))
+
+
+def mask_spec(wildcards):
+    return _json(cfg.mask_slice(config, wildcards.model, wildcards.variant))
+
+
+def export_spec(wildcards):
+    return _json(cfg.export_slice(config, wildcards.model, wildcards.variant))
+
+
+def benchmark_spec(wildcards):
+    return _json(cfg.benchmark_slice(config, wildcards.benchmark))
+
+
+def generation_spec(wildcards):
+    return _json(cfg.generation_slice(config, wildcards.model, wildcards.variant, wildcards.benchmark))
+
+
+def grading_spec(wildcards):
+    return _json(cfg.grading_slice(config, wildcards.benchmark))
+
+
+def table_spec(wildcards):
+    return _json(cfg.table_slice(config))
+
+
+# --------------------------------------------------------------------------- resources
+
+
+def model_size_b(wildcards):
+    model = config["models"][wildcards.model]
+    return 0.01 if "demo" in model else model["size_b"]
+
+
+def gpus(wildcards):
+    """Pruning and generation of real models ask for a GPU; the demo runs on CPU."""
+    return 0 if "demo" in config["models"][wildcards.model] else 1
+
+
+def gpu_mem_mb(wildcards):
+    # weights in bf16 plus activations, KV cache and the CPU copy of the model
+    return int(4000 + 6000 * model_size_b(wildcards))
+
+
+def gpu_runtime_min(wildcards):
+    return int(30 + 30 * model_size_b(wildcards))
+
+
+def calibration_flag(wildcards, input):
+    return f"--calibration {input.calibration}" if "calibration" in input.keys() else ""

@@ -1,0 +1,26 @@
+# Stage 4: test-time scaling generation with vLLM (budget forcing over all budgets and seeds).
+
+
+rule generate:
+    """One engine start per (model, variant, benchmark): every seed, sample and budget."""
+    input:
+        model=weights_for_generation,
+        benchmark="results/data/{benchmark}.parquet",
+    output:
+        "results/generations/{model}/{variant}/{benchmark}.parquet",
+    params:
+        spec=generation_spec,
+    threads: 2
+    resources:
+        gpu=gpus,
+        mem_mb=gpu_mem_mb,
+        runtime=gpu_runtime_min,
+    log:
+        "results/logs/generate/{model}/{variant}/{benchmark}.log",
+    benchmark:
+        "results/logs/generate/{model}/{variant}/{benchmark}.benchmark.tsv"
+    conda:
+        "../envs/gpu.yaml"
+    shell:
+        "{PYTHON} -m pipeline.generate --model {input.model} --benchmark {input.benchmark} "
+        "--spec {params.spec:q} --out {output} > {log:q} 2>&1"
