@@ -27,6 +27,15 @@ include: "rules/grade.smk"
 include: "rules/aggregate.smk"
 
 
+# Downloads and bookkeeping stay on the submitting node (the one with Hub access on clusters).
+localrules:
+    all,
+    base_model,
+    benchmark_data,
+    calibration,
+    aggregate,
+
+
 onstart:
     preflight()
 

@@ -28,7 +28,7 @@ def problem(repo: str, revision: str | None, repo_type: str, key: str, local_fix
         except Exception:  # noqa: BLE001 - any failure means: not in the cache
             return (f"{key}: {kind} {repo} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 "
                     f"forbids downloading it. Fix: download it on a machine with network access "
-                    f"(huggingface-cli download {repo}{' --repo-type dataset' if repo_type == 'dataset' else ''}), "
+                    f"(hf download {repo}{' --repo-type dataset' if repo_type == 'dataset' else ''}), "
                     f"unset HF_HUB_OFFLINE, or {local_fix}; {DEMO_HINT}")
     api = HfApi()
     try:
@@ -38,10 +38,10 @@ def problem(repo: str, revision: str | None, repo_type: str, key: str, local_fix
     except errors.GatedRepoError:
         return (f"{key}: {kind} {repo} is gated and this account has no access. Fix: accept its terms on "
                 f"https://huggingface.co/{'datasets/' if repo_type == 'dataset' else ''}{repo}, then log in "
-                f"(huggingface-cli login) or set HF_TOKEN; or {local_fix}")
+                f"(hf auth login) or set HF_TOKEN; or {local_fix}")
     except errors.RepositoryNotFoundError:
         return (f"{key}: {kind} {repo} does not exist on the Hub (or is private and you are not logged in). "
-                f"Fix: correct the id, log in (huggingface-cli login / HF_TOKEN), or {local_fix}")
+                f"Fix: correct the id, log in (hf auth login / HF_TOKEN), or {local_fix}")
     except errors.RevisionNotFoundError:
         return f"{key}: {kind} {repo} has no revision {revision!r}. Fix: set the revision to an existing branch, tag or commit"
     except Exception as error:  # noqa: BLE001 - network failures come in many types

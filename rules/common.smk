@@ -3,10 +3,10 @@
 # reruns exactly the jobs that read it (Snakemake's params trigger).
 
 import re
-import sys
 
 from pipeline import config as cfg
 from pipeline import preflight as _preflight
+from pipeline.environment import put_interpreter_first
 
 
 def _alternatives(names):
@@ -20,9 +20,9 @@ wildcard_constraints:
     calibration=_alternatives(config["calibration"]) or "(?!)",
 
 
-# Stages run with the interpreter that runs Snakemake (a venv needs no activation), or the
-# rule's conda environment's python under --sdm conda.
-PYTHON = "python" if "conda" in str(workflow.deployment_settings.deployment_method) else sys.executable
+# Stages run as `python -m pipeline.<stage>`: the interpreter that runs Snakemake comes first
+# on PATH (a venv needs no activation); under --sdm conda the rule's environment comes first.
+put_interpreter_first()
 CHECKPOINT_KEEP = config["pruning"]["keep_checkpoints"]
 
 

@@ -14,7 +14,7 @@ rule base_model:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{PYTHON} -m pipeline.base_model --spec {params.spec:q} --out {output} > {log:q} 2>&1"
+        "python -m pipeline.base_model --spec {params.spec:q} --out {output} > {log:q} 2>&1"
 
 
 rule benchmark_data:
@@ -30,7 +30,7 @@ rule benchmark_data:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{PYTHON} -m pipeline.benchmarks --spec {params.spec:q} --out {output} > {log:q} 2>&1"
+        "python -m pipeline.benchmarks --spec {params.spec:q} --out {output} > {log:q} 2>&1"
 
 
 rule calibration:
@@ -48,5 +48,5 @@ rule calibration:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{PYTHON} -m pipeline.calibration --model {input.model} --spec {params.spec:q} "
+        "python -m pipeline.calibration --model {input.model} --spec {params.spec:q} "
         "--out {output} > {log:q} 2>&1"

@@ -22,5 +22,5 @@ rule generate:
     conda:
         "../envs/gpu.yaml"
     shell:
-        "{PYTHON} -m pipeline.generate --model {input.model} --benchmark {input.benchmark} "
+        "python -m pipeline.generate --model {input.model} --benchmark {input.benchmark} "
         "--spec {params.spec:q} --out {output} > {log:q} 2>&1"

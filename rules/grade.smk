@@ -2,14 +2,14 @@
 
 
 rule grade:
-    """Extract and grade every answer of one generation file."""
+    """Extract and grade every answer of one generation file, one worker process per thread."""
     input:
         "results/generations/{model}/{variant}/{benchmark}.parquet",
     output:
         "results/grades/{model}/{variant}/{benchmark}.parquet",
     params:
         spec=grading_spec,
-    threads: 2
+    threads: config["grading"]["workers"] or workflow.cores
     log:
         "results/logs/grade/{model}/{variant}/{benchmark}.log",
     benchmark:
@@ -17,4 +17,5 @@ rule grade:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{PYTHON} -m pipeline.grade --generations {input} --spec {params.spec:q} --out {output} > {log:q} 2>&1"
+        "python -m pipeline.grade --generations {input} --spec {params.spec:q} --workers {threads} "
+        "--out {output} > {log:q} 2>&1"

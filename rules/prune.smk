@@ -22,7 +22,7 @@ rule masks:
     conda:
         "../envs/gpu.yaml"
     shell:
-        "{PYTHON} -m pipeline.masks --model {input.model} {params.calibration} "
+        "python -m pipeline.masks --model {input.model} {params.calibration} "
         "--spec {params.spec:q} --out {output} > {log:q} 2>&1"
 
 
@@ -44,5 +44,5 @@ rule export:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{PYTHON} -m pipeline.export --model {input.model} --masks {input.masks} "
+        "python -m pipeline.export --model {input.model} --masks {input.masks} "
         "--spec {params.spec:q} --out {output} > {log:q} 2>&1"

@@ -1,0 +1,68 @@
+"""Preflight: unreachable models and data sets are named with their fix before any job runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import config as cfg
+from pipeline import preflight
+from tests.workflow_util import ROOT, copy_workflow, snakemake
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")
+
+
+def test_study_grid_offline_names_each_missing_model_and_data_set(offline):
+    config = cfg.load(ROOT / "config" / "config.yaml")
+    jobs = [("base_model", {"model": m}) for m in config["models"]]
+    jobs += [("benchmark_data", {"benchmark": b}) for b in config["benchmarks"]]
+    jobs += [("calibration", {"model": "qwen3-8B", "calibration": c}) for c in config["calibration"]]
+    found = preflight.problems(config, jobs)
+    assert len(found) == len(config["models"]) + len(config["benchmarks"]) + len(config["calibration"])
+    joined = "\n".join(found)
+    for key in ("models.qwen3-8B.hub", "models.s1.1-7B.hub", "benchmarks.gpqa_diamond.hub", "calibration.c4.source"):
+        assert key in joined
+    assert "Qwen/Qwen3-8B is not in the local Hugging Face cache" in joined
+    assert "models.qwen3-8B.path" in joined  # the local alternative is named
+    assert "config/demo.yaml" in joined
+
+
+def test_missing_local_files_are_named(tmp_path):
+    config = cfg.load(ROOT / "config" / "demo.yaml")
+    config["benchmarks"]["aime24"]["file"] = str(tmp_path / "nope.jsonl")
+    config["calibration"]["c4"]["path"] = str(tmp_path / "nope.txt")
+    config["models"]["tiny-qwen3"] = {**{k: v for k, v in config["models"]["tiny-qwen3"].items() if k != "demo"},
+                                      "path": str(tmp_path)}
+    jobs = [("benchmark_data", {"benchmark": "aime24"}), ("calibration", {"model": "tiny-qwen3", "calibration": "c4"}),
+            ("base_model", {"model": "tiny-qwen3"})]
+    found = preflight.problems(config, jobs)
+    assert any("benchmarks.aime24.file" in p and "nope.jsonl" in p for p in found)
+    assert any("calibration.c4.path" in p for p in found)
+    assert any("models.tiny-qwen3.path" in p and "config.json" in p for p in found)
+
+
+def test_generation_of_a_real_model_without_gpu_is_refused(monkeypatch):
+    monkeypatch.delenv("PRUNE_TTS_ASSUME_GPU", raising=False)
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    config = cfg.load(ROOT / "config" / "config.yaml")
+    found = preflight.problems(config, [("generate", {"model": "qwen3-8B", "variant": "dense", "benchmark": "aime24"})])
+    assert len(found) == 1 and "needs a GPU" in found[0] and "profiles/slurm" in found[0]
+    # not when the jobs go to a cluster, whose nodes have the GPUs
+    assert preflight.problems(config, [("generate", {"model": "qwen3-8B", "variant": "dense", "benchmark": "aime24"})], local=False) == []
+
+
+def test_snakemake_stops_before_any_job(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    result = snakemake(workdir, "--cores", "1", "--configfile", "config/config.yaml", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "prune-tts cannot start" in output
+    assert "models.qwen3-8B.hub" in output
+    assert not (workdir / "results").exists(), "a job ran before the preflight stopped the workflow"

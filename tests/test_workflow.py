@@ -1,0 +1,99 @@
+"""The workflow end to end: the demo through real vLLM, lint, and exact partial reruns."""
+
+from __future__ import annotations
+
+import copy
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.workflow_util import ROOT, copy_workflow, scheduled_jobs, snakemake, write_config
+
+pytestmark = pytest.mark.workflow
+
+DEMO = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+
+
+@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/demo.yaml"])
+def test_lint_is_clean(tmp_path, configfile):
+    workdir = copy_workflow(tmp_path)
+    result = snakemake(workdir, "--lint", "--configfile", configfile, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_study_config_dry_run_schedules_the_whole_grid(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    jobs = scheduled_jobs(snakemake(workdir, "-n", "--configfile", "config/config.yaml").stdout)
+    print("study grid dry run:", jobs, "total", sum(jobs.values()))
+    models, variants, benchmarks = 2, 7, 4
+    assert jobs["generate"] == models * variants * benchmarks
+    assert jobs["grade"] == models * variants * benchmarks
+    assert jobs["masks"] == models * (variants - 1) == jobs["export"]
+    assert jobs["base_model"] == models and jobs["benchmark_data"] == benchmarks
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The README's demo, run once: every stage for real, generation through vLLM on the CPU."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("demo"))
+    result = snakemake(workdir, "--cores", "2", "--configfile", "config/demo.yaml", "results/tables/main.csv")
+    print(result.stdout[-2000:], result.stderr[-3000:])
+    return workdir
+
+
+def test_demo_table_has_every_cell(demo_run):
+    table = pd.read_csv(demo_run / "results" / "tables" / "main.csv")
+    expected = {(v, b, budget) for v in DEMO["variants"] for b in DEMO["benchmarks"] for budget in DEMO["generation"]["budgets"]}
+    assert {(r.variant, r.benchmark, r.budget) for r in table.itertuples()} == expected
+    assert set(table["model"]) == {"tiny-qwen3"}
+    for column in ("accuracy", "accuracy_std", "n_problems", "n_seeds", "mean_thinking_tokens"):
+        assert column in table.columns, column
+    assert (table["n_seeds"] == len(DEMO["generation"]["seeds"])).all()
+    assert table["accuracy"].between(0, 1).all()
+    # thinking is capped by the budget
+    assert (table["mean_thinking_tokens"] <= table["budget"]).all()
+    assert (table["mean_thinking_tokens"] > 0).all()
+
+
+def test_every_rule_wrote_its_log_and_benchmark_record(demo_run):
+    logs = demo_run / "results" / "logs"
+    for rule in ("base_model", "benchmark_data", "calibration", "masks", "export", "generate", "grade", "aggregate"):
+        assert list((logs / rule).rglob("*.log")), f"no log for {rule}"
+        assert list((logs / rule).rglob("*.benchmark.tsv")), f"no benchmark record for {rule}"
+
+
+def test_nothing_to_do_after_a_complete_run(demo_run):
+    result = snakemake(demo_run, "-n", "--configfile", "config/demo.yaml", "results/tables/main.csv")
+    assert scheduled_jobs(result.stdout) == {}, result.stdout[-3000:]
+
+
+def _dry_run_with(workdir, config, name):
+    path = write_config(workdir / f"{name}.yaml", config)
+    jobs = scheduled_jobs(snakemake(workdir, "-n", "--configfile", path.name, "results/tables/main.csv").stdout)
+    print(f"{name}: scheduled {jobs}")
+    return jobs
+
+
+def test_changing_one_sparsity_reruns_only_that_variant(demo_run):
+    config = copy.deepcopy(DEMO)
+    config["variants"]["wanda-20"]["sparsity"] = 0.3
+    jobs = _dry_run_with(demo_run, config, "sparsity")
+    n_bench = len(DEMO["benchmarks"])
+    assert jobs == {"masks": 1, "export": 1, "generate": n_bench, "grade": n_bench, "aggregate": 1, "all": 1}
+
+
+def test_changing_a_grading_option_reruns_grading_and_tables_only(demo_run):
+    config = copy.deepcopy(DEMO)
+    config["grading"] = {"timeout_s": 7}
+    jobs = _dry_run_with(demo_run, config, "grading")
+    cells = len(DEMO["variants"]) * len(DEMO["benchmarks"])
+    assert jobs == {"grade": cells, "aggregate": 1, "all": 1}
+
+
+def test_adding_a_benchmark_schedules_only_its_jobs(demo_run):
+    config = copy.deepcopy(DEMO)
+    config["benchmarks"]["aime24-copy"] = {"file": "config/demo/aime24.jsonl", "grader": "integer"}
+    jobs = _dry_run_with(demo_run, config, "benchmark")
+    n_var = len(DEMO["variants"])
+    assert jobs == {"benchmark_data": 1, "generate": n_var, "grade": n_var, "aggregate": 1, "all": 1}
