@@ -41,6 +41,7 @@ onstart:
 
 
 rule all:
+    """The table, its pivots in the shape of paper A's tables, and the plots."""
     input:
-        "results/tables/main.csv",
+        final_targets(),
     default_target: True

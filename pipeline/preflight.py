@@ -37,19 +37,12 @@ def problems(config: dict, jobs: list[tuple[str, dict]], local: bool = True) -> 
             if message:
                 found[key] = message
         elif rule == "benchmark_data":
-            from pipeline.benchmarks import resolve_definition
+            from pipeline.benchmarks import preflight as benchmark_problem, resolve_definition
 
             name = wildcards["benchmark"]
-            definition = resolve_definition(name, config["benchmarks"][name])
-            key = f"benchmarks.{name}"
-            if "file" in definition:
-                if not Path(definition["file"]).exists():
-                    found[key] = f"{key}.file: {definition['file']} does not exist; fix the path or remove file to load {name} from the Hub"
-            elif definition.get("hub"):
-                message = hub.problem(definition["hub"], definition.get("revision"), "dataset", f"{key}.hub",
-                                      f"set {key}.file to a local JSONL, CSV or Parquet copy")
-                if message:
-                    found[key] = message
+            message = benchmark_problem(resolve_definition(name, config["benchmarks"][name]), name)
+            if message:
+                found[f"benchmarks.{name}"] = message
         elif rule == "calibration":
             name = wildcards["calibration"]
             spec = config["calibration"][name]

@@ -1,4 +1,4 @@
-# Stage 6: the tables researchers read.
+# Stage 6: the tables and figures researchers read (gathered by `snakemake --report`).
 
 
 rule aggregate:
@@ -6,7 +6,9 @@ rule aggregate:
     input:
         grades=all_grades(),
     output:
-        "results/tables/main.csv",
+        table=report("results/tables/main.csv", caption="../report/main_table.rst", category="Tables"),
+        pivots=pivot_outputs("csv"),
+        markdown=pivot_outputs("md"),
     params:
         spec=table_spec,
     log:
@@ -16,4 +18,26 @@ rule aggregate:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{PYTHON} -m pipeline.aggregate --grades {input.grades} --spec {params.spec:q} --out {output} > {log:q} 2>&1"
+        "python -m pipeline.aggregate --grades {input.grades} --spec {params.spec:q} "
+        "--out {output.table} > {log:q} 2>&1"
+
+
+rule plots:
+    """Accuracy against thinking budget and against sparsity, per model."""
+    input:
+        "results/tables/main.csv",
+    output:
+        budget_png=plot_outputs("accuracy_vs_budget", "png"),
+        budget_svg=plot_outputs("accuracy_vs_budget", "svg"),
+        sparsity_png=plot_outputs("accuracy_vs_sparsity", "png"),
+        sparsity_svg=plot_outputs("accuracy_vs_sparsity", "svg"),
+    params:
+        spec=table_spec,
+    log:
+        "results/logs/plots/plots.log",
+    benchmark:
+        "results/logs/plots/plots.benchmark.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "python -m pipeline.plots --table {input} --spec {params.spec:q} --out-dir results/plots > {log:q} 2>&1"

@@ -59,6 +59,27 @@ def all_grades():
     ]
 
 
+def pivot_outputs(suffix):
+    # `report` must not start a line here: the Snakefile grammar reads that as its directive
+    return [report(f"results/tables/pivot-{model}-{budget}.{suffix}", caption="../report/pivot.rst",
+                   category="Tables", subcategory=model, labels={"model": model, "budget": str(budget)})
+            for model in config["models"] for budget in cfg.budgets(config)]
+
+
+def plot_outputs(kind, fmt):
+    return [report(f"results/plots/{kind}-{model}.{fmt}", caption=f"../report/{kind}.rst",
+                   category="Figures", subcategory=model, labels={"model": model, "figure": f"{kind} ({fmt})"})
+            for model in config["models"]]
+
+
+def final_targets():
+    """The table, its pivots and the plots."""
+    targets = ["results/tables/main.csv"] + pivot_outputs("csv") + pivot_outputs("md")
+    for kind in ("accuracy_vs_budget", "accuracy_vs_sparsity"):
+        targets += plot_outputs(kind, "png") + plot_outputs(kind, "svg")
+    return targets
+
+
 # --------------------------------------------------------------------------- input functions
 
 

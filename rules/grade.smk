@@ -9,7 +9,8 @@ rule grade:
         "results/grades/{model}/{variant}/{benchmark}.parquet",
     params:
         spec=grading_spec,
-    threads: config["grading"]["workers"] or workflow.cores
+    # grading.workers, or 8 (locally Snakemake lowers it to --cores)
+    threads: config["grading"]["workers"] or 8
     log:
         "results/logs/grade/{model}/{variant}/{benchmark}.log",
     benchmark:

@@ -37,9 +37,18 @@ def test_study_config_dry_run_schedules_the_whole_grid(tmp_path):
 def demo_run(tmp_path_factory):
     """The README's demo, run once: every stage for real, generation through vLLM on the CPU."""
     workdir = copy_workflow(tmp_path_factory.mktemp("demo"))
-    result = snakemake(workdir, "--cores", "2", "--configfile", "config/demo.yaml", "results/tables/main.csv")
+    result = snakemake(workdir, "--cores", "2", "--configfile", "config/demo.yaml")
     print(result.stdout[-2000:], result.stderr[-3000:])
     return workdir
+
+
+def test_demo_writes_pivots_and_plots(demo_run):
+    for budget in DEMO["generation"]["budgets"]:
+        pivot = pd.read_csv(demo_run / "results" / "tables" / f"pivot-tiny-qwen3-{budget}.csv")
+        assert len(pivot) >= len(DEMO["variants"])
+    for kind in ("accuracy_vs_budget", "accuracy_vs_sparsity"):
+        png = demo_run / "results" / "plots" / f"{kind}-tiny-qwen3.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_demo_table_has_every_cell(demo_run):
@@ -58,19 +67,19 @@ def test_demo_table_has_every_cell(demo_run):
 
 def test_every_rule_wrote_its_log_and_benchmark_record(demo_run):
     logs = demo_run / "results" / "logs"
-    for rule in ("base_model", "benchmark_data", "calibration", "masks", "export", "generate", "grade", "aggregate"):
+    for rule in ("base_model", "benchmark_data", "calibration", "masks", "export", "generate", "grade", "aggregate", "plots"):
         assert list((logs / rule).rglob("*.log")), f"no log for {rule}"
         assert list((logs / rule).rglob("*.benchmark.tsv")), f"no benchmark record for {rule}"
 
 
 def test_nothing_to_do_after_a_complete_run(demo_run):
-    result = snakemake(demo_run, "-n", "--configfile", "config/demo.yaml", "results/tables/main.csv")
+    result = snakemake(demo_run, "-n", "--configfile", "config/demo.yaml")
     assert scheduled_jobs(result.stdout) == {}, result.stdout[-3000:]
 
 
 def _dry_run_with(workdir, config, name):
     path = write_config(workdir / f"{name}.yaml", config)
-    jobs = scheduled_jobs(snakemake(workdir, "-n", "--configfile", path.name, "results/tables/main.csv").stdout)
+    jobs = scheduled_jobs(snakemake(workdir, "-n", "--configfile", path.name).stdout)
     print(f"{name}: scheduled {jobs}")
     return jobs
 
@@ -80,7 +89,7 @@ def test_changing_one_sparsity_reruns_only_that_variant(demo_run):
     config["variants"]["wanda-20"]["sparsity"] = 0.3
     jobs = _dry_run_with(demo_run, config, "sparsity")
     n_bench = len(DEMO["benchmarks"])
-    assert jobs == {"masks": 1, "export": 1, "generate": n_bench, "grade": n_bench, "aggregate": 1, "all": 1}
+    assert jobs == {"masks": 1, "export": 1, "generate": n_bench, "grade": n_bench, "aggregate": 1, "plots": 1, "all": 1}
 
 
 def test_changing_a_grading_option_reruns_grading_and_tables_only(demo_run):
@@ -88,7 +97,7 @@ def test_changing_a_grading_option_reruns_grading_and_tables_only(demo_run):
     config["grading"] = {"timeout_s": 7}
     jobs = _dry_run_with(demo_run, config, "grading")
     cells = len(DEMO["variants"]) * len(DEMO["benchmarks"])
-    assert jobs == {"grade": cells, "aggregate": 1, "all": 1}
+    assert jobs == {"grade": cells, "aggregate": 1, "plots": 1, "all": 1}
 
 
 def test_adding_a_benchmark_schedules_only_its_jobs(demo_run):
@@ -96,4 +105,4 @@ def test_adding_a_benchmark_schedules_only_its_jobs(demo_run):
     config["benchmarks"]["aime24-copy"] = {"file": "config/demo/aime24.jsonl", "grader": "integer"}
     jobs = _dry_run_with(demo_run, config, "benchmark")
     n_var = len(DEMO["variants"])
-    assert jobs == {"benchmark_data": 1, "generate": n_var, "grade": n_var, "aggregate": 1, "all": 1}
+    assert jobs == {"benchmark_data": 1, "generate": n_var, "grade": n_var, "aggregate": 1, "plots": 1, "all": 1}

@@ -1,0 +1,123 @@
+"""Figures of the main table, as PNG and SVG.
+
+    python -m pipeline.plots --table results/tables/main.csv --spec JSON --out-dir results/plots
+
+Per model (the spec is `config.table_slice`):
+    accuracy_vs_budget-{model}.{png,svg}    one panel per benchmark; a line per variant with
+                                            its bootstrap interval (sequential test-time scaling)
+    accuracy_vs_sparsity-{model}.{png,svg}  at the largest budget: a line per unstructured
+                                            method and allocation, from dense at sparsity 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from pipeline.artifacts import atomic_path, spec_argument  # noqa: E402
+from pipeline.tables import describe, variant_order  # noqa: E402
+
+FORMATS = ("png", "svg")
+# reproducible SVGs: no timestamp, fixed element ids
+matplotlib.rcParams["svg.hashsalt"] = "prune-tts"
+
+
+def plot_paths(out_dir: str | Path, model: str) -> list[Path]:
+    return [Path(out_dir) / f"{kind}-{model}.{fmt}" for kind in ("accuracy_vs_budget", "accuracy_vs_sparsity")
+            for fmt in FORMATS]
+
+
+def _panels(benchmarks: list[str]):
+    fig, axes = plt.subplots(1, len(benchmarks), figsize=(4.2 * len(benchmarks), 3.6), squeeze=False,
+                             sharey=False, layout="constrained")
+    return fig, dict(zip(benchmarks, axes[0]))
+
+
+def _save(fig, stem: Path) -> None:
+    for fmt in FORMATS:
+        with atomic_path(stem.with_suffix(f".{fmt}")) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=150, metadata={"Date": None} if fmt == "svg" else None)
+    plt.close(fig)
+
+
+def accuracy_vs_budget(table: pd.DataFrame, model: str, spec: dict, out_dir: Path) -> None:
+    fig, axes = _panels(spec["benchmarks"])
+    part = table[(table["model"] == model) & (table["status"] != "missing")]
+    for benchmark, ax in axes.items():
+        for variant in variant_order(spec):
+            line = part[(part["benchmark"] == benchmark) & (part["variant"] == variant)].sort_values("budget")
+            if line.empty:
+                continue
+            label = describe(line.iloc[0])
+            drawn = ax.plot(line["budget"], line["accuracy"], marker="o", label=label)
+            ax.fill_between(line["budget"], line["ci_low"], line["ci_high"], color=drawn[0].get_color(), alpha=0.15)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(spec["budgets"], [str(b) for b in spec["budgets"]])
+        ax.set_title(benchmark)
+        ax.set_xlabel("thinking budget (tokens)")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+    handles, labels = next(iter(axes.values())).get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize="small")
+    fig.suptitle(f"{model}: accuracy vs thinking budget")
+    _save(fig, out_dir / f"accuracy_vs_budget-{model}")
+
+
+def accuracy_vs_sparsity(table: pd.DataFrame, model: str, spec: dict, out_dir: Path) -> None:
+    budget = max(spec["budgets"])
+    fig, axes = _panels(spec["benchmarks"])
+    part = table[(table["model"] == model) & (table["budget"] == budget) & (table["status"] != "missing")]
+    dense = part[part["method"] == "dense"]
+    unstructured = part[part["sparsity"].notna() & (part["method"] != "dense")]
+    families = unstructured[["method", "allocation"]].drop_duplicates().itertuples(index=False)
+    families = list(families)
+    for benchmark, ax in axes.items():
+        base = dense[dense["benchmark"] == benchmark].head(1)
+        for method, allocation in families:
+            line = unstructured[(unstructured["benchmark"] == benchmark) & (unstructured["method"] == method)
+                                & (unstructured["allocation"] == allocation)]
+            line = pd.concat([base.assign(sparsity=0.0), line]).sort_values("sparsity")
+            drawn = ax.plot(line["sparsity"], line["accuracy"], marker="o", label=f"{method} ({allocation})")
+            ax.fill_between(line["sparsity"], line["ci_low"], line["ci_high"], color=drawn[0].get_color(), alpha=0.15)
+        if not families and not base.empty:
+            ax.plot([0.0], base["accuracy"], marker="o", label="dense")
+        if not families:
+            ax.text(0.5, 0.5, "no unstructured variants", transform=ax.transAxes, ha="center", alpha=0.6)
+        ax.set_title(benchmark)
+        ax.set_xlabel("sparsity")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+    handles, labels = next(iter(axes.values())).get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize="small")
+    fig.suptitle(f"{model}: accuracy vs sparsity (thinking budget {budget})")
+    _save(fig, out_dir / f"accuracy_vs_sparsity-{model}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", required=True, help="main table CSV (pipeline.aggregate)")
+    parser.add_argument("--spec", required=True, help="config.table_slice as JSON (or @file)")
+    parser.add_argument("--out-dir", required=True, help="folder for the figures")
+    args = parser.parse_args(argv)
+    spec = spec_argument(args.spec)
+    table = pd.read_csv(args.table)
+    out_dir = Path(args.out_dir)
+    for model in spec["models"]:
+        accuracy_vs_budget(table, model, spec, out_dir)
+        accuracy_vs_sparsity(table, model, spec, out_dir)
+        print(f"{model}: " + ", ".join(str(p) for p in plot_paths(out_dir, model)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

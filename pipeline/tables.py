@@ -1,0 +1,91 @@
+"""Pivots of the main table in the shape of paper A's tables: one table per model and budget,
+variants as rows, benchmarks as columns.
+
+    results/tables/pivot-{model}-{budget}.csv   accuracy (empty where the cell is missing)
+    results/tables/pivot-{model}-{budget}.md    accuracy ± std over seeds, delta vs dense
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.artifacts import atomic_path
+
+
+def variant_order(spec: dict) -> list[str]:
+    """The spec's variants with the dense baseline(s) first, as in the paper's tables."""
+    return sorted(spec["variants"], key=lambda name: spec["variants"][name]["method"] != "dense")
+
+
+def pivot_paths(out_dir: str | Path, model: str, budget: int) -> tuple[Path, Path]:
+    stem = Path(out_dir) / f"pivot-{model}-{budget}"
+    return stem.with_suffix(".csv"), stem.with_suffix(".md")
+
+
+def describe(row) -> str:
+    """A variant as the paper names it: "Wanda 20% (OWL)", "ShortGPT -2 layers", "dense"."""
+    method = str(row["method"])
+    if method == "dense":
+        return "dense"
+    if pd.notna(row.get("layers")):
+        return f"{method} -{int(row['layers'])} layers"
+    allocation = row.get("allocation")
+    sparsity = f" {row['sparsity']:.0%}" if pd.notna(row.get("sparsity")) else ""
+    named = isinstance(allocation, str) and allocation != "uniform"
+    return f"{method}{sparsity}" + (f" ({allocation})" if named else "")
+
+
+def pivot(table: pd.DataFrame, model: str, budget: int, spec: dict) -> pd.DataFrame:
+    """Accuracy of every variant (rows, spec order) on every benchmark (columns, spec order),
+    with the mean over benchmarks when every benchmark has a value."""
+    part = table[(table["model"] == model) & (table["budget"] == budget)]
+    wide = part.pivot(index="variant", columns="benchmark", values="accuracy")
+    wide = wide.reindex(index=variant_order(spec), columns=spec["benchmarks"])
+    if len(spec["benchmarks"]) > 1:
+        wide["mean"] = wide.mean(axis=1, skipna=False)
+    info = part.drop_duplicates("variant").set_index("variant")
+    wide.insert(0, "description", [describe(info.loc[v]) for v in wide.index])
+    wide.index.name = "variant"
+    wide.columns.name = None
+    return wide
+
+
+def _markdown(table: pd.DataFrame, model: str, budget: int, spec: dict) -> str:
+    part = table[(table["model"] == model) & (table["budget"] == budget)].set_index(["variant", "benchmark"])
+    benchmarks = spec["benchmarks"]
+    lines = [f"### {model}, thinking budget {budget}", "",
+             "accuracy ± std over seeds; Δ: difference to dense with its paired bootstrap interval",
+             "", "| variant | " + " | ".join(benchmarks) + " |", "|---|" + "---|" * len(benchmarks)]
+    for variant in variant_order(spec):
+        cells = []
+        for benchmark in benchmarks:
+            row = part.loc[(variant, benchmark)]
+            if row["status"] == "missing":
+                cells.append("missing")
+                continue
+            text = f"{row['accuracy']:.4f}"
+            if pd.notna(row["accuracy_std"]):
+                text += f" ± {row['accuracy_std']:.4f}"
+            if pd.notna(row.get("delta_vs_dense")) and spec["variants"][variant]["method"] != "dense":
+                text += f" (Δ {row['delta_vs_dense']:+.4f} [{row['delta_ci_low']:+.3f}, {row['delta_ci_high']:+.3f}])"
+            if row["status"] == "partial":
+                text += " (partial)"
+            cells.append(text)
+        lines.append(f"| {describe(part.loc[(variant, benchmarks[0])])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_pivots(table: pd.DataFrame, spec: dict, out_dir: str | Path) -> list[Path]:
+    written = []
+    for model in spec["models"]:
+        for budget in spec["budgets"]:
+            csv_path, md_path = pivot_paths(out_dir, model, budget)
+            with atomic_path(csv_path) as tmp:
+                pivot(table, model, budget, spec).replace({np.nan: None}).to_csv(tmp)
+            with atomic_path(md_path) as tmp:
+                tmp.write_text(_markdown(table, model, budget, spec))
+            written += [csv_path, md_path]
+    return written

@@ -1,0 +1,57 @@
+"""Artifacts: provenance in every Parquet file, atomic writes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from pipeline import artifacts
+from pipeline.config import spec_hash
+
+
+def test_provenance_travels_with_the_file(tmp_path):
+    path = tmp_path / "t.parquet"
+    spec = {"variant": "wanda-20", "prune": {"method": "wanda", "sparsity": 0.2}}
+    artifacts.write_table(pd.DataFrame({"a": [1, 2]}), path, spec, seed=7)
+    info = artifacts.read_provenance(path)
+    assert info["config"] == spec and info["config_hash"] == spec_hash(spec) and info["seed"] == 7
+    assert info["packages"]["torch"] and info["packages"]["transformers"]
+    assert "math-verify" in info["packages"] and "vllm" in info["packages"]
+    assert info["git_commit"] is None or len(info["git_commit"]) >= 40
+    assert artifacts.read_table(path)["a"].tolist() == [1, 2]
+    shown = subprocess.run([sys.executable, "-m", "pipeline.provenance", str(path)], capture_output=True, text=True)
+    assert shown.returncode == 0 and spec_hash(spec) in shown.stdout
+
+
+def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path):
+    path = tmp_path / "t.parquet"
+    artifacts.write_table(pd.DataFrame({"a": [1]}), path, {"v": 1})
+    with pytest.raises(RuntimeError):
+        with artifacts.atomic_path(path) as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError("killed")
+    assert artifacts.read_table(path)["a"].tolist() == [1]
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+
+
+def test_atomic_dir_replaces_only_on_success(tmp_path):
+    target = tmp_path / "ckpt"
+    with artifacts.atomic_dir(target) as tmp:
+        (tmp / "config.json").write_text("{}")
+    assert (target / "config.json").exists()
+    with pytest.raises(RuntimeError):
+        with artifacts.atomic_dir(target) as tmp:
+            (tmp / "half.safetensors").write_text("x")
+            raise RuntimeError("killed")
+    assert sorted(p.name for p in target.iterdir()) == ["config.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_file_without_provenance_is_reported(tmp_path):
+    path = tmp_path / "plain.parquet"
+    pd.DataFrame({"a": [1]}).to_parquet(path)
+    with pytest.raises(ValueError, match="no prune-tts provenance"):
+        artifacts.read_provenance(path)
