@@ -35,3 +35,13 @@ def tiny_model_factory(tmp_path_factory):
         return built[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model):
+    """The one in-process vLLM engine of the session, on tiny_model (float32, 1024-token
+    context, prefix caching on). Tests wrap it in their own VllmBackend(engine, sampling)."""
+    from pipeline.generation.vllm_backend import start_engine
+
+    return start_engine(tiny_model, "float32", {"max_model_len": 1024, "enforce_eager": True,
+                                                "enable_prefix_caching": True})

@@ -1,0 +1,290 @@
+"""Budget forcing over many budgets from one long thinking run (backend-independent).
+
+Semantics (s1's budget forcing, see ALGORITHMS.md):
+- The budget counts the tokens of the thinking as it stands in the final prompt, between
+  think_start and the answer delimiter: generated tokens and inserted Wait tokens alike. A
+  stripped end-of-thinking token only uses the budget of the round that generated it.
+- Thinking ends by itself (think_end or EOS, stripped) -> the template's answer_start; it hits
+  the budget -> the forced answer ("... Final Answer:"). The answer phase has its own cap,
+  answer_max_tokens, clipped to the context left under max_model_len.
+- Wait extension: up to `wait_times` times, when thinking ends with room left in the budget for
+  the Wait string and at least one more token, the end token is stripped, Wait appended and
+  thinking continues within the remaining budget. Round r is seeded from (sample_seed, r).
+
+One long run: for a given request and seed, thinking under budget B is the first part of the
+thinking under any larger budget (same prompt, same seeds, same tokens until B). So thinking is
+generated once at the largest budget and `cut` derives every smaller budget from it, replaying
+where the run under B would have stopped or waited; only the short answer phase is generated
+per budget. Budgets whose cut is identical (thinking ended before both) share one answer.
+`run_per_budget` is the reference way (one thinking run per budget), kept for comparisons.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pipeline.templates import Bound
+
+SEED_RANGE = 2**31  # vLLM and torch both accept it; per-request seeds never need more
+
+
+class LengthError(ValueError):
+    """Budgets, answer cap and prompts do not fit in the model's context."""
+
+
+# --------------------------------------------------------------------------- backend interface
+
+
+@dataclass(frozen=True)
+class Gen:
+    """One generation request: continue `prompt_ids` for at most `max_tokens` tokens."""
+
+    prompt_ids: tuple[int, ...]
+    max_tokens: int
+    seed: int
+    stop_ids: tuple[int, ...]
+    stop_strings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Out:
+    ids: list[int]  # generated ids, the stop token (if any) included
+    stopped: bool  # ended on a stop id or stop string (False: ran out of max_tokens)
+
+
+class Backend(Protocol):
+    name: str
+    version: str
+    max_model_len: int
+
+    def generate(self, requests: list[Gen]) -> list[Out]:
+        """All requests in one batch, outputs in request order."""
+
+
+@dataclass
+class Tally:
+    """Generated tokens, requests and seconds, per phase; prints a progress line per batch.
+    `steps` adds up each batch's longest generation: the decode steps an engine that runs the
+    whole batch at once needs, a load-independent measure of wall time."""
+
+    tokens: int = 0
+    steps: int = 0
+    requests: int = 0
+    seconds: float = 0.0
+    quiet: bool = False
+    phases: dict = field(default_factory=dict)
+
+    def generate(self, backend: Backend, requests: list[Gen], phase: str) -> list[Out]:
+        if not requests:
+            return []
+        start = time.perf_counter()
+        outs = backend.generate(requests)
+        seconds = time.perf_counter() - start
+        tokens = sum(len(out.ids) for out in outs)
+        self.tokens += tokens
+        self.steps += max(len(out.ids) for out in outs)
+        self.requests += len(requests)
+        self.seconds += seconds
+        self.phases[phase] = self.phases.get(phase, 0) + tokens
+        if not self.quiet:
+            print(f"[generate] {phase}: {len(requests)} requests, {tokens} tokens, {seconds:.1f} s "
+                  f"({tokens / max(seconds, 1e-9):.0f} tok/s)", file=sys.stderr, flush=True)
+        return outs
+
+
+# --------------------------------------------------------------------------- requests and seeds
+
+
+def derive_seed(*parts) -> int:
+    """A deterministic seed from any parts (stable across processes, unlike hash())."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") % SEED_RANGE
+
+
+def sample_seed(seed: int, problem_id: str, sample: int) -> int:
+    """Distinct seeds per parallel sample: runs with seeds 7 and 8 never share a sample, as
+    they would with vLLM's n (seeds s, s+1, ...)."""
+    return derive_seed("sample", seed, problem_id, sample)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One thinking trajectory: a problem under one seed and sample."""
+
+    problem_id: str
+    seed: int
+    sample: int
+    sample_seed: int
+    prompt_ids: tuple[int, ...]
+    gold: str
+    choice_order: tuple[int, ...] | None
+
+
+# --------------------------------------------------------------------------- thinking
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Thinking ended by itself: `kept` thinking tokens so far, `tail` the stripped stop ids."""
+
+    kept: int
+    tail: tuple[int, ...]
+    kind: str  # think_end | eos
+
+
+@dataclass
+class Thinking:
+    """The thinking of one request under `budget`: its tokens (Wait tokens included) and the
+    points where it ended by itself (each followed by Wait, except possibly the last)."""
+
+    ids: list[int]
+    stops: list[Stop]
+    budget: int
+
+
+@dataclass(frozen=True)
+class Cut:
+    """The thinking that a run under a smaller budget would have produced."""
+
+    ids: list[int]
+    hit_budget: bool
+    waits: int
+    finish: str  # think_end | eos | budget
+
+
+def think(backend: Backend, bound: Bound, requests: list[Request], budget: int, wait_times: int,
+          tally: Tally, label: str = "") -> list[Thinking]:
+    """Thinking for every request under `budget`; each Wait round is one batch."""
+    states = [Thinking(ids=[], stops=[], budget=budget) for _ in requests]
+    active = list(range(len(requests)))
+    wait = bound.wait_ids
+    for round_ in range(wait_times + 1):
+        gens = [Gen(prompt_ids=requests[i].prompt_ids + tuple(states[i].ids), max_tokens=budget - len(states[i].ids),
+                    seed=derive_seed("think", requests[i].sample_seed, round_), stop_ids=tuple(bound.think_stop_ids),
+                    stop_strings=tuple(bound.think_stop_strings)) for i in active]
+        outs = tally.generate(backend, gens, f"{label}thinking (budget {budget}, round {round_})")
+        still = []
+        for i, out in zip(active, outs):
+            state = states[i]
+            if not out.stopped:
+                state.ids += out.ids  # budget spent
+                continue
+            keep, kind = bound.split_stop(out.ids)
+            state.ids += out.ids[:keep]
+            state.stops.append(Stop(kept=len(state.ids), tail=tuple(out.ids[keep:]), kind=kind))
+            if _waits(round_, len(state.ids), len(wait), budget, wait_times):
+                state.ids += wait
+                still.append(i)
+        active = still
+        if not active:
+            break
+    return states
+
+
+def _waits(round_: int, kept: int, wait_len: int, budget: int, wait_times: int) -> bool:
+    """Whether thinking that ended by itself after `round_` Wait rounds gets another Wait."""
+    return round_ < wait_times and kept + wait_len < budget
+
+
+def cut(thinking: Thinking, budget: int, wait_len: int, wait_times: int) -> Cut:
+    """What a run under `budget` (<= thinking.budget) would have produced, from the longer run.
+
+    Both runs see the same tokens up to the first point where they differ: a stop that the
+    smaller budget reaches decides the same way unless the Wait no longer fits; a stop that it
+    does not reach means the smaller budget was spent first."""
+    if budget > thinking.budget:
+        raise ValueError(f"cannot cut thinking generated under budget {thinking.budget} to a larger budget {budget}")
+    start = 0  # where the current round began in the thinking
+    for round_, stop in enumerate(thinking.stops):
+        if stop.kept + len(stop.tail) > budget:  # the stop token lies beyond this budget
+            break
+        if not _waits(round_, stop.kept, wait_len, budget, wait_times):
+            return Cut(ids=thinking.ids[:stop.kept], hit_budget=False, waits=round_, finish=stop.kind)
+        start = stop.kept + wait_len
+    else:
+        round_ = len(thinking.stops)
+    # budget spent in round `round_`: its generated tokens, stripped stop tail included
+    generated = thinking.ids[:start] + (
+        thinking.ids[start:thinking.stops[round_].kept] + list(thinking.stops[round_].tail)
+        if round_ < len(thinking.stops) else thinking.ids[start:]
+    )
+    return Cut(ids=generated[:budget], hit_budget=True, waits=round_, finish="budget")
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def check_lengths(requests: list[Request], bound: Bound, budgets: list[int], answer_max_tokens: int,
+                  max_model_len: int) -> None:
+    """Refuse, before any generation, budgets that cannot fit in the context."""
+    if max(budgets) + answer_max_tokens > max_model_len:
+        raise LengthError(
+            f"the largest budget {max(budgets)} plus generation.answer_max_tokens {answer_max_tokens} exceeds "
+            f"max_model_len {max_model_len}; lower generation.answer_max_tokens (or the budgets) or raise "
+            "generation.vllm.max_model_len"
+        )
+    longest = max(len(r.prompt_ids) for r in requests)
+    need = longest + max(budgets) + max(len(bound.forced_answer_ids), len(bound.answer_start_ids)) + 1
+    if need > max_model_len:
+        raise LengthError(
+            f"the longest prompt ({longest} tokens) plus the largest budget {max(budgets)} and the answer "
+            f"delimiter leaves no room for an answer within max_model_len {max_model_len}; raise "
+            "generation.vllm.max_model_len or lower generation.budgets"
+        )
+
+
+def answer(backend: Backend, bound: Bound, requests: list[Request], thinkings: list[Thinking],
+           budgets: list[int], answer_max_tokens: int, wait_times: int, tally: Tally,
+           label: str = "") -> list[dict]:
+    """Cut every thinking to every budget and generate all answers in one batch.
+    Returns one row per (request, budget), requests outer, budgets ascending."""
+    planned, gens, index = [], [], {}
+    for request, thinking in zip(requests, thinkings):
+        for budget in sorted(budgets):
+            c = cut(thinking, budget, len(bound.wait_ids), wait_times)
+            prefix = bound.answer_ids(forced=c.hit_budget)
+            prompt = request.prompt_ids + tuple(c.ids) + tuple(prefix)
+            gen = Gen(prompt_ids=prompt, max_tokens=min(answer_max_tokens, backend.max_model_len - len(prompt)),
+                      seed=derive_seed("answer", request.sample_seed), stop_ids=tuple(bound.eos_ids))
+            if gen not in index:  # same thinking, same seed: the same answer
+                index[gen] = len(gens)
+                gens.append(gen)
+            planned.append((request, budget, c, prefix, index[gen]))
+    outs = tally.generate(backend, gens, f"{label}answers ({len(budgets)} budgets)")
+    rows = []
+    for request, budget, c, prefix, k in planned:
+        out = outs[k]
+        ids = out.ids[:-1] if out.stopped else out.ids
+        rows.append({
+            "problem_id": request.problem_id, "seed": request.seed, "sample": request.sample,
+            "sample_seed": request.sample_seed, "budget": budget, "gold": request.gold,
+            "choice_order": list(request.choice_order) if request.choice_order is not None else None,
+            "prompt_tokens": len(request.prompt_ids), "thinking": bound.decode(c.ids),
+            "answer_prefix": bound.decode(prefix), "answer": bound.decode(ids),
+            "thinking_tokens": len(c.ids), "answer_tokens": len(ids), "hit_budget": c.hit_budget,
+            "waits": c.waits, "think_finish": c.finish, "answer_finish": "eos" if out.stopped else "length",
+            "thinking_ids": list(c.ids), "answer_ids": list(ids),
+        })
+    return rows
+
+
+def run(backend: Backend, bound: Bound, requests: list[Request], budgets: list[int], answer_max_tokens: int,
+        wait_times: int, tally: Tally) -> list[dict]:
+    """Our way: thinking once at the largest budget, answers for all budgets in one batch."""
+    thinkings = think(backend, bound, requests, max(budgets), wait_times, tally)
+    return answer(backend, bound, requests, thinkings, budgets, answer_max_tokens, wait_times, tally)
+
+
+def run_per_budget(backend: Backend, bound: Bound, requests: list[Request], budgets: list[int],
+                   answer_max_tokens: int, wait_times: int, tally: Tally) -> list[dict]:
+    """The reference way: a separate thinking run and answer batch per budget."""
+    rows = []
+    for budget in sorted(budgets):
+        thinkings = think(backend, bound, requests, budget, wait_times, tally, label="[per budget] ")
+        rows += answer(backend, bound, requests, thinkings, [budget], answer_max_tokens, wait_times, tally,
+                       label="[per budget] ")
+    return rows
