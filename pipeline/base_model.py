@@ -18,8 +18,9 @@ def resolve(spec: dict, out: Path) -> dict:
     if "demo" in spec:
         from pipeline import demo_model
 
-        folder = demo_model.build(out.parent / "weights", spec["demo"])
-        return {"name": spec["name"], "source": "demo", "path": str(folder.resolve()), "revision": None}
+        demo_model.build(out.parent / "weights", spec["demo"])
+        # relative to the manifest, so a results folder can move
+        return {"name": spec["name"], "source": "demo", "path": "weights", "revision": None}
     if "path" in spec:
         folder = Path(spec["path"]).expanduser()
         if not (folder / "config.json").exists():

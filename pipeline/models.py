@@ -19,7 +19,8 @@ def model_dir(manifest: str | Path) -> Path:
     manifest = Path(manifest)
     if manifest.is_dir():
         return manifest
-    return Path(json.loads(manifest.read_text())["path"])
+    path = Path(json.loads(manifest.read_text())["path"]).expanduser()
+    return path if path.is_absolute() else manifest.parent / path
 
 
 def torch_dtype(name: str):

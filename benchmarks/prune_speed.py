@@ -1,0 +1,145 @@
+"""Speed and memory of our Wanda and SparseGPT against llmcompressor's, on one random model.
+
+    python benchmarks/prune_speed.py [--hidden 1024 --blocks 4 --samples 32 --length 256]
+
+Builds a random Llama (fp32, CPU), then runs in separate processes, so each peak RSS is its
+own: our pruning (model load + block-by-block pruning), llmcompressor's oneshot (in the
+reference environment, PRUNE_TTS_REFERENCE_PYTHON, default .venv-ref/bin/python; timed inside
+that process), and the floor: two plain forward passes of the decoder over the same tokens.
+Prints per method our time / theirs, our peak memory / theirs, mask agreement, and our time /
+floor. Targets: Wanda <= 0.9x their time and <= 1.3x the floor; SparseGPT <= 0.6x their time;
+peak memory <= theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE_SCRIPT = ROOT / "tests" / "reference_llmcompressor.py"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build(folder: Path, hidden: int, blocks: int) -> None:
+    import torch
+    import transformers
+
+    from pipeline.demo_model import build_tokenizer
+
+    tokenizer = build_tokenizer(512)
+    config = transformers.LlamaConfig(
+        vocab_size=32000, hidden_size=hidden, intermediate_size=int(hidden * 2.6875) // 64 * 64,
+        num_hidden_layers=blocks, num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64,
+        max_position_embeddings=4096, tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def worker(kind: str, model: str, samples_path: str, out: str) -> None:
+    """One measurement in this process: 'floor', 'wanda' or 'sparsegpt' (ours)."""
+    import torch
+
+    from pipeline.masks import prune_unstructured
+    from pipeline.models import decoder_layers, load_model
+    from pipeline.prune import driver
+
+    samples = json.load(open(samples_path))
+    start = time.perf_counter()
+    net = load_model(model)
+    result = {}
+    if kind == "floor":
+        ids = torch.tensor(samples)
+        with torch.no_grad():
+            for _ in range(2):
+                net.model(input_ids=ids, use_cache=False)
+    else:
+        target = {(b, n): 0.5 for b, block in enumerate(decoder_layers(net)) for n, _ in driver.linears(block)}
+        # as the masks stage runs it: the masks are kept, the model is handed back dense
+        for row in prune_unstructured(net, kind, target, None, samples, restore=True):
+            bits = np.unpackbits(np.frombuffer(row["zeroed"], np.uint8), count=row["rows"] * row["cols"])
+            result[f"{row['block']}.{row['name']}"] = bits.astype(bool).reshape(row["rows"], row["cols"])
+    result["seconds"] = np.array(time.perf_counter() - start)
+    result["peak_rss_mb"] = np.array(peak_rss_mb())
+    np.savez(out, **result)
+
+
+def reference_python() -> Path:
+    path = Path(os.environ.get("PRUNE_TTS_REFERENCE_PYTHON", ROOT / ".venv-ref" / "bin" / "python"))
+    return path if path.is_absolute() else ROOT / path
+
+
+def run(cmd: list[str], threads: int) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{proc.stderr[-3000:]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--blocks", type=int, default=4)
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--length", type=int, default=256)
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each measurement, interleaved; the fastest counts")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op threads of every process (1: stable timings on a shared machine)")
+    parser.add_argument("--worker", nargs=4, metavar=("KIND", "MODEL", "SAMPLES", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(*args.worker)
+    sys.path.insert(0, str(ROOT))
+    ref = reference_python()
+    if not ref.exists():
+        sys.exit(f"reference interpreter {ref} not found; install llmcompressor there or set PRUNE_TTS_REFERENCE_PYTHON")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        build(tmp / "model", args.hidden, args.blocks)
+        rng = np.random.default_rng(0)
+        (tmp / "samples.json").write_text(json.dumps(rng.integers(0, 32000, (args.samples, args.length)).tolist()))
+        me = [sys.executable, str(Path(__file__).resolve()), "--worker"]
+        model, samples = str(tmp / "model"), str(tmp / "samples.json")
+        commands = {"floor": me + ["floor", model, samples]}
+        for method in ("wanda", "sparsegpt"):
+            commands[f"ours-{method}"] = me + [method, model, samples]
+            commands[f"ref-{method}"] = [str(ref), str(REFERENCE_SCRIPT), "--model", model, "--samples", samples,
+                                         "--method", method, "--sparsity", "0.5", "--out"]
+        best = {}
+        for _ in range(args.repeat):
+            for name, cmd in commands.items():
+                out = tmp / f"{name}.npz"
+                run(cmd + [str(out)], args.threads)
+                result = dict(np.load(out))
+                if name not in best or result["seconds"] < best[name]["seconds"]:
+                    best[name] = result
+        floor = float(best["floor"]["seconds"])
+        print(f"random Llama hidden {args.hidden}, {args.blocks} blocks, {args.samples} x {args.length} tokens, fp32, "
+              f"{args.threads} thread(s), best of {args.repeat}; floor (2 decoder forwards incl. load) {floor:.2f}s")
+        for method in ("wanda", "sparsegpt"):
+            ours, theirs = best[f"ours-{method}"], best[f"ref-{method}"]
+            keys = [k for k in ours if k not in ("seconds", "peak_rss_mb")]
+            agree = np.mean(np.concatenate([(ours[k] == (theirs[k] == 0)).ravel() for k in keys]))
+            t_o, t_t = float(ours["seconds"]), float(theirs["seconds"])
+            m_o, m_t = float(ours["peak_rss_mb"]), float(theirs["peak_rss_mb"])
+            print(f"{method:9s} ours {t_o:6.2f}s theirs {t_t:6.2f}s time ratio {t_o / t_t:.2f} | "
+                  f"peak RSS ours {m_o:.0f} MB theirs {m_t:.0f} MB ratio {m_o / m_t:.2f} | "
+                  f"mask agreement {agree:.4%} | ours / floor {t_o / floor:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""The block-by-block driver shared by every data-driven method.
+
+Capture what enters decoder block 0 for all calibration sequences (hidden states and the
+keyword arguments the model passes its blocks: attention mask, position ids, rotary
+`position_embeddings`), then for each block: run it dense with hooks on its nn.Linear modules
+that accumulate fp32 input statistics, let the method prune it, and re-run the pruned block to
+produce the next block's inputs. Statistics of block i thus come from the dense block i fed by
+the already pruned blocks 0..i-1. Only the current block sits on the accelerator.
+
+Linears fed the very same tensor (q/k/v, gate/up) share one accumulator: the statistics are
+identical, and for SparseGPT so are the Hessian and its inverse.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from pipeline.models import decoder_layers
+
+# tokens per forward batch: enough rows for efficient matrix products, few enough that a
+# block's transient activations stay small next to the model
+DEFAULT_BATCH_TOKENS = 2048
+
+
+def linears(block: nn.Module) -> list[tuple[str, nn.Linear]]:
+    """The prunable matrices of a decoder block, in module order (q, k, v, o, gate, up, down)."""
+    return [(name, m) for name, m in block.named_modules() if isinstance(m, nn.Linear)]
+
+
+def _to(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, tuple | list):
+        return type(obj)(_to(o, device) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    return obj
+
+
+def batches(samples: Sequence[Sequence[int]], batch_tokens: int) -> list[list[int]]:
+    """Indices of samples grouped by length (no padding), at most `batch_tokens` tokens each."""
+    by_length: dict[int, list[int]] = {}
+    for i, ids in enumerate(samples):
+        by_length.setdefault(len(ids), []).append(i)
+    out = []
+    for length, idx in by_length.items():
+        size = max(1, batch_tokens // max(length, 1))
+        out += [idx[j : j + size] for j in range(0, len(idx), size)]
+    return out
+
+
+class _Stop(Exception):
+    pass
+
+
+def capture_inputs(model, samples, device, batch_tokens=DEFAULT_BATCH_TOKENS) -> list[tuple[torch.Tensor, dict]]:
+    """[(hidden states entering block 0, the block's keyword arguments)] per batch, on `device`.
+    Only the embeddings and rotary module visit the device; the model stops at block 0."""
+    layers = decoder_layers(model)
+    types = set(getattr(model.config, "layer_types", None) or [])
+    if len(types) > 1:
+        raise NotImplementedError(f"blocks with different attention types {sorted(types)} need per-type masks; not supported")
+    inner = model.model
+    moved = [m for m in (inner.embed_tokens, getattr(inner, "rotary_emb", None)) if m is not None]
+    for m in moved:
+        m.to(device)
+    captured = []
+
+    def stop(_module, args, kwargs):
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        kwargs = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+        captured.append((hidden, kwargs))
+        raise _Stop
+
+    handle = layers[0].register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            for idx in batches(samples, batch_tokens):
+                ids = torch.tensor([list(samples[i]) for i in idx], dtype=torch.long, device=device)
+                try:
+                    model(input_ids=ids, use_cache=False)
+                except _Stop:
+                    pass
+    finally:
+        handle.remove()
+        for m in moved:
+            m.to("cpu")
+    return captured
+
+
+def _output(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+class _Accumulator:
+    """fp32 input statistics of a block's linears: 'wanda' (sum of x_j^2 over tokens) or
+    'hessian' (sum of x x^T over tokens); scaled by the number of sequences at the end."""
+
+    def __init__(self, block: nn.Module, kind: str):
+        self.kind, self.sums, self.leader, self.nsamples = kind, {}, {}, 0
+        self._last = (None, None)
+        self.handles = [m.register_forward_pre_hook(self._hook(name)) for name, m in linears(block)]
+
+    def _hook(self, name):
+        def fn(_module, args):
+            x = args[0]
+            if self._last[0] is x:  # same input as the previous linear: share its statistics
+                self.leader.setdefault(name, self._last[1])
+                return
+            lead = self.leader.setdefault(name, name)
+            self._last = (x, lead)
+            x = x.reshape(-1, x.shape[-1]).float()
+            if lead not in self.sums:
+                self.sums[lead] = x.new_zeros(x.shape[1:] if self.kind == "wanda" else (x.shape[1], x.shape[1]))
+            if self.kind == "wanda":
+                self.sums[lead] += (x * x).sum(0)
+            else:
+                self.sums[lead].addmm_(x.T, x)
+
+        return fn
+
+    def finish(self) -> dict[str, torch.Tensor]:
+        for h in self.handles:
+            h.remove()
+        self._last = (None, None)
+        scale = (2.0 if self.kind == "hessian" else 1.0) / self.nsamples
+        for t in self.sums.values():
+            t.mul_(scale)
+        return {name: self.sums[lead] for name, lead in self.leader.items()}
+
+
+def run(
+    model,
+    samples: Sequence[Sequence[int]],
+    device: str = "cpu",
+    collect: str | None = None,
+    on_block: Callable[[int, nn.Module, dict[str, torch.Tensor]], None] | None = None,
+    observe: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+    propagate: str = "pruned",
+    restore: bool = False,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    label: str = "block",
+) -> None:
+    """Walk the decoder blocks with the calibration `samples` (lists of token ids).
+
+    collect: None, 'wanda' or 'hessian': fp32 statistics handed to `on_block(i, block, stats)`
+    as {linear name: tensor}. `on_block` may prune the block in place. propagate 'pruned':
+    re-run the block afterwards so block i+1 sees pruned outputs; 'dense': pass on the dense
+    outputs (one forward per block; for statistics of the dense model). `observe(i, inputs,
+    outputs)` sees each batch's inputs and dense outputs of block i.
+    """
+    if propagate not in ("pruned", "dense"):
+        raise ValueError(f"propagate must be 'pruned' or 'dense', not {propagate!r}")
+    with torch.no_grad():
+        layers = decoder_layers(model)
+        data = capture_inputs(model, samples, device, batch_tokens)
+        start = time.perf_counter()
+        for i, block in enumerate(layers):
+            dense = [(p, p.data) for p in block.parameters()] if restore else []
+            block.to(device)
+            acc = _Accumulator(block, collect) if collect else None
+            outputs = []
+            for hidden, kwargs in data:
+                out = _output(block(hidden, **kwargs))
+                if acc:
+                    acc.nsamples += hidden.shape[0]
+                if observe:
+                    observe(i, hidden, out)
+                if propagate == "dense":
+                    outputs.append(out)
+                del out
+            stats = acc.finish() if acc else {}
+            if on_block:
+                on_block(i, block, stats)
+            del stats
+            if propagate == "dense":
+                data = [(out, kwargs) for out, (_, kwargs) in zip(outputs, data)]
+            else:
+                for j, (hidden, kwargs) in enumerate(data):
+                    data[j] = (_output(block(hidden, **kwargs)), kwargs)
+            for param, original in dense:
+                param.data = original
+            if device != "cpu" and not restore:
+                block.to("cpu")
+            print(f"{label} {i + 1}/{len(layers)} ({time.perf_counter() - start:.1f}s)", file=sys.stderr, flush=True)
