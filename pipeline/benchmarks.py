@@ -124,7 +124,7 @@ def _read_file(path: str, name: str) -> pd.DataFrame:
 
 def _gated_message(repo: str, name: str) -> str:
     return (f"benchmarks.{name}: data set {repo} is gated and this account has no access. Fix: accept its "
-            f"terms on https://huggingface.co/datasets/{repo}, then set HF_TOKEN or run `huggingface-cli login`; "
+            f"terms on https://huggingface.co/datasets/{repo}, then set HF_TOKEN or run `hf auth login`; "
             f"or set benchmarks.{name}.file to a local JSONL, CSV or Parquet copy")
 
 
@@ -144,7 +144,7 @@ def _read_hub(definition: dict, name: str) -> pd.DataFrame:
             if "gated" in str(error).lower():
                 raise BenchmarkError(_gated_message(repo, name)) from error
             raise BenchmarkError(f"benchmarks.{name}.hub: {error}. Fix: correct the id, log in "
-                                 f"(huggingface-cli login / HF_TOKEN), or set benchmarks.{name}.file") from error
+                                 f"(hf auth login / HF_TOKEN), or set benchmarks.{name}.file") from error
         except (ValueError, ConnectionError, OSError) as error:
             raise BenchmarkError(f"benchmarks.{name}: cannot load {repo} ({type(error).__name__}: {error}). Fix: "
                                  f"check hub, config_name, split and revision, the network, or set "

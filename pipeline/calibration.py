@@ -45,7 +45,7 @@ def _hub(load, what: str):
     except Exception as error:  # noqa: BLE001 - network, auth and cache failures come in many types
         raise RuntimeError(
             f"cannot load {what} from the Hugging Face Hub ({type(error).__name__}: {error}). Fix: check the "
-            "network; log in (huggingface-cli login) or set HF_TOKEN if it is gated; with HF_HUB_OFFLINE=1 "
+            "network; log in (hf auth login) or set HF_TOKEN if it is gated; with HF_HUB_OFFLINE=1 "
             "download it first on a machine with network access; or use calibration source: file with "
             "path: a local text file"
         ) from error

@@ -241,6 +241,27 @@ def variant_calibration(config: dict, variant: str) -> str | None:
     return spec.get("calibration") if needs else None
 
 
+def variant_stats(config: dict, variant: str) -> list[tuple[str, str | None]]:
+    """(kind, calibration) of the per-model statistics a variant reads (pipeline.stats): computed
+    once per model and shared by every variant that needs them."""
+    spec = config["variants"][variant]
+    calibration = spec.get("calibration")
+    allocation = spec.get("allocation")
+    if spec["method"] == "shortgpt":
+        return [("block_influence", calibration)]
+    if allocation == "owl":
+        return [("activations", calibration)]
+    if allocation == "alphapruning":
+        return [("alphas", None)]
+    if allocation == "layerif" and not spec.get("layerif", {}).get("scores"):
+        return [("layerif", calibration)]
+    return []
+
+
+def stats_path(model: str, kind: str, calibration: str | None) -> str:
+    return f"results/stats/{model}/{kind}" + (f"-{calibration}" if calibration else "") + ".parquet"
+
+
 def is_dense(config: dict, variant: str) -> bool:
     return config["variants"][variant]["method"] == "dense"
 
@@ -283,6 +304,16 @@ def mask_slice(config: dict, model: str, variant: str) -> dict:
     }
 
 
+def stats_slice(config: dict, model: str, kind: str) -> dict:
+    return {"model": model_source(config, model), "dtype": config["models"][model]["dtype"],
+            "kind": kind, "device": config["pruning"]["device"]}
+
+
+def perplexity_slice(config: dict, model: str, variant: str) -> dict:
+    return {"model": model_source(config, model), "variant": variant, "dtype": config["models"][model]["dtype"],
+            "device": config["pruning"]["device"], **config["perplexity"]}
+
+
 def export_slice(config: dict, model: str, variant: str) -> dict:
     return {"model": model_source(config, model), "dtype": config["models"][model]["dtype"], "variant": variant}
 
@@ -318,5 +349,6 @@ def table_slice(config: dict) -> dict:
         "benchmarks": list(config["benchmarks"]),
         "budgets": budgets(config),
         "seeds": config["generation"]["seeds"],
+        "samples": config["generation"]["samples"],
         **config["tables"],
     }

@@ -24,7 +24,19 @@ from pipeline.artifacts import read_table, spec_argument, write_table
 from pipeline.models import load_model, load_tokenizer, resolve_device
 
 
+def wikitext2_test() -> str:
+    """The wikitext-2 test split joined by blank lines, as the published perplexities use it."""
+    from datasets import load_dataset
+
+    from pipeline.calibration import WIKITEXT2, _hub
+
+    data = _hub(lambda: load_dataset(*WIKITEXT2, split="test"), "wikitext-2 (test)")
+    return "\n\n".join(data["text"])
+
+
 def windows(text_path, tokenizer, length: int) -> list[list[int]]:
+    if str(text_path) == "wikitext2":
+        return _cut(tokenizer(wikitext2_test())["input_ids"], length, "wikitext-2 test")
     path = Path(text_path)
     if not path.is_file():
         raise FileNotFoundError(f"perplexity text {path} does not exist")
@@ -34,10 +46,13 @@ def windows(text_path, tokenizer, length: int) -> list[list[int]]:
             ids = [int(i) for i in ids]
             out += [ids[i : i + length] for i in range(0, len(ids), length)]
         return [w for w in out if len(w) > 1]
-    ids = tokenizer(path.read_text(encoding="utf-8"))["input_ids"]
+    return _cut(tokenizer(path.read_text(encoding="utf-8"))["input_ids"], length, str(path))
+
+
+def _cut(ids: list[int], length: int, what: str) -> list[list[int]]:
     out = [ids[i : i + length] for i in range(0, len(ids) - length + 1, length)]
     if not out:
-        raise ValueError(f"{path} holds {len(ids)} tokens, less than one window of {length}; lower length or give more text")
+        raise ValueError(f"{what} holds {len(ids)} tokens, less than one window of {length}; lower perplexity.length or give more text")
     return out
 
 
@@ -56,7 +71,7 @@ def perplexity(model, chunks: list[list[int]], device: str = "cpu") -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="model manifest or checkpoint folder")
-    parser.add_argument("--text", required=True, help="a text file, or a calibration Parquet")
+    parser.add_argument("--text", required=True, help="a text file, a calibration Parquet, or wikitext2 (its test split)")
     parser.add_argument("--spec", required=True, help="JSON (or @file): {dtype, length, device}")
     parser.add_argument("--out", required=True, help="results/perplexity/M/V.parquet")
     args = parser.parse_args(argv)

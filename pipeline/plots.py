@@ -63,6 +63,7 @@ def accuracy_vs_budget(table: pd.DataFrame, model: str, spec: dict, out_dir: Pat
         ax.set_title(benchmark)
         ax.set_xlabel("thinking budget (tokens)")
         ax.set_ylabel("accuracy")
+        ax.set_ylim(-0.02, 1.02)  # accuracy is a fraction: a fixed axis keeps panels comparable
         ax.grid(alpha=0.3)
     handles, labels = next(iter(axes.values())).get_legend_handles_labels()
     if handles:
@@ -94,6 +95,7 @@ def accuracy_vs_sparsity(table: pd.DataFrame, model: str, spec: dict, out_dir: P
         ax.set_title(benchmark)
         ax.set_xlabel("sparsity")
         ax.set_ylabel("accuracy")
+        ax.set_ylim(-0.02, 1.02)  # accuracy is a fraction: a fixed axis keeps panels comparable
         ax.grid(alpha=0.3)
     handles, labels = next(iter(axes.values())).get_legend_handles_labels()
     if handles:

@@ -55,6 +55,14 @@ def problems(config: dict, jobs: list[tuple[str, dict]], local: bool = True) -> 
                                       f"set {key}.source: file and {key}.path to a local text file")
                 if message:
                     found[key] = message
+        elif rule == "perplexity" and config["perplexity"]["text"] == "wikitext2" and "perplexity.text" not in found:
+            message = hub.problem(CALIBRATION_REPOS["wikitext2"], None, "dataset", "perplexity.text",
+                                  "set perplexity.text to a local text file, or perplexity.enabled: false")
+            if message:
+                found["perplexity.text"] = message
+        elif rule == "perplexity" and config["perplexity"]["text"] != "wikitext2":
+            if not Path(config["perplexity"]["text"]).exists():
+                found["perplexity.text"] = f"perplexity.text: {config['perplexity']['text']} does not exist; give a local text file or wikitext2"
         elif _needs_gpu(config, rule) and local and "demo" not in config["models"][wildcards["model"]]:
             if not _gpu_visible() and "gpu" not in found:
                 found["gpu"] = (f"job {rule} for model {wildcards['model']} needs a GPU and none is visible "

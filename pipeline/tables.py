@@ -26,12 +26,13 @@ def pivot_paths(out_dir: str | Path, model: str, budget: int) -> tuple[Path, Pat
 
 
 def describe(row) -> str:
-    """A variant as the paper names it: "Wanda 20% (OWL)", "ShortGPT -2 layers", "dense"."""
+    """A variant as the paper names it: "Wanda 20% (OWL)", "ShortGPT, 2 blocks removed", "dense"."""
     method = str(row["method"])
     if method == "dense":
         return "dense"
     if pd.notna(row.get("layers")):
-        return f"{method} -{int(row['layers'])} layers"
+        n = int(row["layers"])
+        return f"{method}, {n} block{'s' if n > 1 else ''} removed"
     allocation = row.get("allocation")
     sparsity = f" {row['sparsity']:.0%}" if pd.notna(row.get("sparsity")) else ""
     named = isinstance(allocation, str) and allocation != "uniform"

@@ -5,12 +5,14 @@ rule aggregate:
     """One row per (model, variant, benchmark, budget); a missing cell is named, never dropped."""
     input:
         grades=all_grades(),
+        perplexity=all_perplexities(),
     output:
         table=report("results/tables/main.csv", caption="../report/main_table.rst", category="Tables"),
         pivots=pivot_outputs("csv"),
         markdown=pivot_outputs("md"),
     params:
         spec=table_spec,
+        perplexity=perplexity_flag,
     log:
         "results/logs/aggregate/main.log",
     benchmark:
@@ -18,7 +20,7 @@ rule aggregate:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "python -m pipeline.aggregate --grades {input.grades} --spec {params.spec:q} "
+        "python -m pipeline.aggregate --grades {input.grades} {params.perplexity} --spec {params.spec:q} "
         "--out {output.table} > {log:q} 2>&1"
 
 

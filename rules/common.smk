@@ -18,6 +18,7 @@ wildcard_constraints:
     variant=_alternatives(config["variants"]),
     benchmark=_alternatives(config["benchmarks"]),
     calibration=_alternatives(config["calibration"]) or "(?!)",
+    kind="activations|block_influence|layerif",
 
 
 # Stages run as `python -m pipeline.<stage>`: the interpreter that runs Snakemake comes first
@@ -99,7 +100,30 @@ def mask_inputs(wildcards):
     calibration = cfg.variant_calibration(config, wildcards.variant)
     if calibration is not None:
         inputs["calibration"] = f"results/calibration/{wildcards.model}/{calibration}.parquet"
+    inputs["stats"] = [cfg.stats_path(wildcards.model, kind, cal) for kind, cal in cfg.variant_stats(config, wildcards.variant)]
+    scores = config["variants"][wildcards.variant].get("layerif", {}).get("scores")
+    if scores:
+        inputs["layerif_scores"] = scores
     return inputs
+
+
+def stats_inputs(wildcards):
+    inputs = {"model": manifest_path(wildcards.model)}
+    if "calibration" in wildcards.keys():
+        inputs["calibration"] = f"results/calibration/{wildcards.model}/{wildcards.calibration}.parquet"
+    return inputs
+
+
+def perplexity_text(wildcards):
+    """A local held-out text is an input (its changes rerun the job); wikitext2 comes from the Hub."""
+    text = config["perplexity"]["text"]
+    return [] if text == "wikitext2" else [text]
+
+
+def all_perplexities():
+    if not config["perplexity"]["enabled"]:
+        return []
+    return [f"results/perplexity/{model}/{variant}.parquet" for model in config["models"] for variant in config["variants"]]
 
 
 # --------------------------------------------------------------------------- params (config slices)
@@ -119,6 +143,15 @@ def calibration_spec(wildcards):
 
 def mask_spec(wildcards):
     return _json(cfg.mask_slice(config, wildcards.model, wildcards.variant))
+
+
+def stats_spec(wildcards):
+    kind = wildcards.kind if "kind" in wildcards.keys() else "alphas"
+    return _json(cfg.stats_slice(config, wildcards.model, kind))
+
+
+def perplexity_spec(wildcards):
+    return _json(cfg.perplexity_slice(config, wildcards.model, wildcards.variant))
 
 
 def export_spec(wildcards):
@@ -165,3 +198,11 @@ def gpu_runtime_min(wildcards):
 
 def calibration_flag(wildcards, input):
     return f"--calibration {input.calibration}" if "calibration" in input.keys() else ""
+
+
+def stats_flag(wildcards, input):
+    return f"--stats {' '.join(input.stats)}" if input.stats else ""
+
+
+def perplexity_flag(wildcards, input):
+    return f"--perplexity {' '.join(input.perplexity)}" if input.perplexity else ""

@@ -63,7 +63,7 @@ def test_accuracy_std_counts_and_rates():
         assert row["accuracy_std"] == pytest.approx(statistics.stdev(per_seed))
         assert (row["n_problems"], row["n_seeds"], row["n_samples"]) == (60, 3, 1)
         assert row["budget_hit_rate"] == pytest.approx(sum(part["hit_budget"]) / len(part))
-        assert row["thinking_tokens"] == pytest.approx(sum(part["thinking_tokens"]) / len(part))
+        assert row["mean_thinking_tokens"] == pytest.approx(sum(part["thinking_tokens"]) / len(part))
         assert row["no_answer_rate"] == pytest.approx(sum(part["status"] == "no_answer") / len(part))
         assert row[["method", "sparsity", "allocation", "layers"]].tolist()[0] == VARIANTS[variant]["method"]
     assert "pass@1" not in table.columns  # one sample: no parallel-scaling metrics
@@ -149,7 +149,7 @@ def test_missing_and_partial_cells_are_named(tmp_path, capsys):
     assert np.isnan(wide.loc["wanda-20", "math500"]) and np.isnan(wide.loc["wanda-20", "mean"])
     assert wide.loc["dense", "aime24"] == pytest.approx(cell(table, "dense", "aime24", 1024)["accuracy"])
     markdown = md_path.read_text()
-    assert "| wanda 20% | " in markdown and "missing" in markdown and "| shortgpt -1 layers |" in markdown
+    assert "| wanda 20% | " in markdown and "missing" in markdown and "| shortgpt, 1 block removed |" in markdown
 
 
 def test_perplexity_joins_by_model_and_variant(tmp_path):
