@@ -71,7 +71,12 @@ def requests_for(table: pd.DataFrame, bound: templates.Bound, seed: int, samples
 
 
 def files_fingerprint(folder: Path) -> str:
-    """Names, sizes and modification times of a model folder's files: a re-export changes it."""
+    """What identifies a model folder's weights. A pruned checkpoint carries the provenance of
+    its masks (export is deterministic), so re-exporting it, say after a temporary checkpoint
+    was removed, keeps the cached thinking; other folders: file names, sizes and mtimes."""
+    record = folder / "prune_tts.json"
+    if record.exists():
+        return hashlib.sha256(record.read_bytes()).hexdigest()[:16]
     entries = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
 

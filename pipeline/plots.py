@@ -60,16 +60,24 @@ def accuracy_vs_budget(table: pd.DataFrame, model: str, spec: dict, out_dir: Pat
             ax.fill_between(line["budget"], line["ci_low"], line["ci_high"], color=drawn[0].get_color(), alpha=0.15)
         ax.set_xscale("log", base=2)
         ax.set_xticks(spec["budgets"], [str(b) for b in spec["budgets"]])
-        ax.set_title(benchmark)
-        ax.set_xlabel("thinking budget (tokens)")
-        ax.set_ylabel("accuracy")
-        ax.set_ylim(-0.02, 1.02)  # accuracy is a fraction: a fixed axis keeps panels comparable
-        ax.grid(alpha=0.3)
+        _style(ax, benchmark, "thinking budget (tokens)")
+    _finish(fig, axes, f"{model}: accuracy vs thinking budget", out_dir / f"accuracy_vs_budget-{model}")
+
+
+def _style(ax, benchmark: str, xlabel: str) -> None:
+    ax.set_title(benchmark)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)  # accuracy is a fraction: a fixed axis keeps panels comparable
+    ax.grid(alpha=0.3)
+
+
+def _finish(fig, axes: dict, title: str, path: Path) -> None:
     handles, labels = next(iter(axes.values())).get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="outside right upper", fontsize="small")
-    fig.suptitle(f"{model}: accuracy vs thinking budget")
-    _save(fig, out_dir / f"accuracy_vs_budget-{model}")
+    fig.suptitle(title)
+    _save(fig, path)
 
 
 def accuracy_vs_sparsity(table: pd.DataFrame, model: str, spec: dict, out_dir: Path) -> None:
@@ -92,16 +100,9 @@ def accuracy_vs_sparsity(table: pd.DataFrame, model: str, spec: dict, out_dir: P
             ax.plot([0.0], base["accuracy"], marker="o", label="dense")
         if not families:
             ax.text(0.5, 0.5, "no unstructured variants", transform=ax.transAxes, ha="center", alpha=0.6)
-        ax.set_title(benchmark)
-        ax.set_xlabel("sparsity")
-        ax.set_ylabel("accuracy")
-        ax.set_ylim(-0.02, 1.02)  # accuracy is a fraction: a fixed axis keeps panels comparable
-        ax.grid(alpha=0.3)
-    handles, labels = next(iter(axes.values())).get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside right upper", fontsize="small")
-    fig.suptitle(f"{model}: accuracy vs sparsity (thinking budget {budget})")
-    _save(fig, out_dir / f"accuracy_vs_sparsity-{model}")
+        _style(ax, benchmark, "sparsity")
+    _finish(fig, axes, f"{model}: accuracy vs sparsity (thinking budget {budget})",
+            out_dir / f"accuracy_vs_sparsity-{model}")
 
 
 def main(argv: list[str] | None = None) -> int:

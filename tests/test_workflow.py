@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 
 import pandas as pd
 import pytest
@@ -63,6 +64,8 @@ def test_demo_table_has_every_cell(demo_run):
     # thinking is capped by the budget
     assert (table["mean_thinking_tokens"] <= table["budget"]).all()
     assert (table["mean_thinking_tokens"] > 0).all()
+    # perplexity of every variant on the held-out text sits beside it
+    assert table["perplexity"].notna().all() and (table["perplexity"] > 1).all()
 
 
 def test_every_rule_wrote_its_log_and_benchmark_record(demo_run):
@@ -70,6 +73,15 @@ def test_every_rule_wrote_its_log_and_benchmark_record(demo_run):
     for rule in ("base_model", "benchmark_data", "calibration", "masks", "export", "generate", "grade", "aggregate", "plots"):
         assert list((logs / rule).rglob("*.log")), f"no log for {rule}"
         assert list((logs / rule).rglob("*.benchmark.tsv")), f"no benchmark record for {rule}"
+
+
+def test_report_gathers_tables_and_plots(demo_run):
+    snakemake(demo_run, "--configfile", "config/demo.yaml", "--report", "results/report.zip")
+    import zipfile
+
+    names = zipfile.ZipFile(demo_run / "results" / "report.zip").namelist()
+    assert any(name.endswith("main.csv") for name in names), names
+    assert any(name.endswith("accuracy_vs_budget-tiny-qwen3.png") for name in names), names
 
 
 def test_nothing_to_do_after_a_complete_run(demo_run):
@@ -106,3 +118,55 @@ def test_adding_a_benchmark_schedules_only_its_jobs(demo_run):
     jobs = _dry_run_with(demo_run, config, "benchmark")
     n_var = len(DEMO["variants"])
     assert jobs == {"benchmark_data": 1, "generate": n_var, "grade": n_var, "aggregate": 1, "plots": 1, "all": 1}
+
+
+def test_forced_rerun_gives_identical_masks_and_generations(demo_run):
+    """Identical config and seeds: bit-identical masks and, on the same machine, identical generations."""
+    masks = demo_run / "results" / "masks" / "tiny-qwen3" / "wanda-50.parquet"
+    generations = demo_run / "results" / "generations" / "tiny-qwen3" / "wanda-50" / "math500.parquet"
+    before_masks, before_generations = pd.read_parquet(masks), pd.read_parquet(generations)
+    shutil.rmtree(f"{generations}.shards")  # no cached thinking: generate everything again
+    snakemake(demo_run, "--cores", "2", "--configfile", "config/demo.yaml", "--forcerun", str(masks.relative_to(demo_run)),
+              str(generations.relative_to(demo_run)))
+    after_masks, after_generations = pd.read_parquet(masks), pd.read_parquet(generations)
+    assert after_masks["zeroed"].tolist() == before_masks["zeroed"].tolist()
+    columns = ["problem_id", "seed", "budget", "thinking", "answer", "thinking_tokens", "answer_tokens", "hit_budget"]
+    pd.testing.assert_frame_equal(after_generations[columns], before_generations[columns])
+
+
+SMALL = yaml.safe_load((ROOT / "tests" / "configs" / "small.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """The smallest complete run, with temporary checkpoints."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("small"))
+    config = copy.deepcopy(SMALL)
+    config["pruning"] = {"keep_checkpoints": False}
+    write_config(workdir / "small.yaml", config)
+    snakemake(workdir, "--cores", "2", "--configfile", "small.yaml")
+    return workdir, config
+
+
+def test_temporary_checkpoints_are_removed_once_generated(small_run):
+    workdir, _ = small_run
+    assert (workdir / "results" / "tables" / "main.csv").exists()
+    assert (workdir / "results" / "masks" / "tiny-qwen3" / "magnitude-50.parquet").exists()
+    assert not (workdir / "results" / "checkpoints" / "tiny-qwen3" / "magnitude-50").exists()
+
+
+def test_a_smaller_budget_reuses_the_thinking(small_run):
+    workdir, config = small_run
+    config = copy.deepcopy(config)
+    config["generation"]["budgets"] = [4] + config["generation"]["budgets"]
+    write_config(workdir / "more-budgets.yaml", config)
+    dry = scheduled_jobs(snakemake(workdir, "-n", "--configfile", "more-budgets.yaml").stdout)
+    print("a smaller budget: scheduled", dry)
+    assert "masks" not in dry and dry["generate"] == len(config["variants"])
+    snakemake(workdir, "--cores", "2", "--configfile", "more-budgets.yaml")
+    for variant in config["variants"]:
+        log = (workdir / "results" / "logs" / "generate" / "tiny-qwen3" / variant / "aime24.log").read_text()
+        assert "cached thinking (budget 8) reused; generating answers only" in log, log[-2000:]
+    table = pd.read_csv(workdir / "results" / "tables" / "main.csv")
+    assert sorted(set(table["budget"])) == [4, 8]
+    assert (table.loc[table.budget == 4, "mean_thinking_tokens"] <= 4).all()
