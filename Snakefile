@@ -7,7 +7,6 @@
 
 from pipeline import config as cfg
 
-
 # A --configfile replaces the study grid rather than merging into it.
 if not workflow.overwrite_configfiles:
 
@@ -41,7 +40,7 @@ onstart:
 
 
 rule all:
+    default_target: True
     """The table, its pivots in the shape of paper A's tables, and the plots."""
     input:
         final_targets(),
-    default_target: True

@@ -7,18 +7,22 @@ rule aggregate:
         grades=all_grades(),
         perplexity=all_perplexities(),
     output:
-        table=report("results/tables/main.csv", caption="../report/main_table.rst", category="Tables"),
+        table=report(
+            "results/tables/main.csv",
+            caption="../report/main_table.rst",
+            category="Tables",
+        ),
         pivots=pivot_outputs("csv"),
         markdown=pivot_outputs("md"),
-    params:
-        spec=table_spec,
-        perplexity=perplexity_flag,
     log:
         "results/logs/aggregate/main.log",
     benchmark:
         "results/logs/aggregate/main.benchmark.tsv"
     conda:
         "../envs/cpu.yaml"
+    params:
+        spec=table_spec,
+        perplexity=perplexity_flag,
     shell:
         "python -m pipeline.aggregate --grades {input.grades} {params.perplexity} --spec {params.spec:q} "
         "--out {output.table} > {log:q} 2>&1"
@@ -33,13 +37,13 @@ rule plots:
         budget_svg=plot_outputs("accuracy_vs_budget", "svg"),
         sparsity_png=plot_outputs("accuracy_vs_sparsity", "png"),
         sparsity_svg=plot_outputs("accuracy_vs_sparsity", "svg"),
-    params:
-        spec=table_spec,
     log:
         "results/logs/plots/plots.log",
     benchmark:
         "results/logs/plots/plots.benchmark.tsv"
     conda:
         "../envs/cpu.yaml"
+    params:
+        spec=table_spec,
     shell:
         "python -m pipeline.plots --table {input} --spec {params.spec:q} --out-dir results/plots > {log:q} 2>&1"

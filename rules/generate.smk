@@ -8,19 +8,19 @@ rule generate:
         benchmark="results/data/{benchmark}.parquet",
     output:
         "results/generations/{model}/{variant}/{benchmark}.parquet",
-    params:
-        spec=generation_spec,
-    threads: 2
-    resources:
-        gpu=gpus,
-        mem_mb=gpu_mem_mb,
-        runtime=gpu_runtime_min,
     log:
         "results/logs/generate/{model}/{variant}/{benchmark}.log",
     benchmark:
         "results/logs/generate/{model}/{variant}/{benchmark}.benchmark.tsv"
     conda:
         "../envs/gpu.yaml"
+    threads: 2
+    resources:
+        gpu=gpus,
+        mem_mb=gpu_mem_mb,
+        runtime=gpu_runtime_min,
+    params:
+        spec=generation_spec,
     shell:
         "python -m pipeline.generate --model {input.model} --benchmark {input.benchmark} "
         "--spec {params.spec:q} --out {output} > {log:q} 2>&1"

@@ -7,16 +7,16 @@ rule grade:
         "results/generations/{model}/{variant}/{benchmark}.parquet",
     output:
         "results/grades/{model}/{variant}/{benchmark}.parquet",
-    params:
-        spec=grading_spec,
-    # grading.workers, or 8 (locally Snakemake lowers it to --cores)
-    threads: config["grading"]["workers"] or 8
     log:
         "results/logs/grade/{model}/{variant}/{benchmark}.log",
     benchmark:
         "results/logs/grade/{model}/{variant}/{benchmark}.benchmark.tsv"
     conda:
         "../envs/cpu.yaml"
+    # grading.workers, or 8 (locally Snakemake lowers it to --cores)
+    threads: config["grading"]["workers"] or 8
+    params:
+        spec=grading_spec,
     shell:
         "python -m pipeline.grade --generations {input} --spec {params.spec:q} --workers {threads} "
         "--out {output} > {log:q} 2>&1"

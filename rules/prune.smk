@@ -7,16 +7,16 @@ rule stats_weights:
         model=manifest_of,
     output:
         "results/stats/{model}/alphas.parquet",
-    params:
-        spec=stats_spec,
-    resources:
-        mem_mb=gpu_mem_mb,
     log:
         "results/logs/stats/{model}/alphas.log",
     benchmark:
         "results/logs/stats/{model}/alphas.benchmark.tsv"
     conda:
         "../envs/gpu.yaml"
+    resources:
+        mem_mb=gpu_mem_mb,
+    params:
+        spec=stats_spec,
     shell:
         "python -m pipeline.stats --kind alphas --model {input.model} --spec {params.spec:q} --out {output} > {log:q} 2>&1"
 
@@ -28,19 +28,19 @@ rule stats_activations:
         unpack(stats_inputs),
     output:
         "results/stats/{model}/{kind}-{calibration}.parquet",
-    params:
-        spec=stats_spec,
-    threads: 2
-    resources:
-        gpu=gpus,
-        mem_mb=gpu_mem_mb,
-        runtime=gpu_runtime_min,
     log:
         "results/logs/stats/{model}/{kind}-{calibration}.log",
     benchmark:
         "results/logs/stats/{model}/{kind}-{calibration}.benchmark.tsv"
     conda:
         "../envs/gpu.yaml"
+    threads: 2
+    resources:
+        gpu=gpus,
+        mem_mb=gpu_mem_mb,
+        runtime=gpu_runtime_min,
+    params:
+        spec=stats_spec,
     shell:
         "python -m pipeline.stats --kind {wildcards.kind} --model {input.model} --calibration {input.calibration} "
         "--spec {params.spec:q} --out {output} > {log:q} 2>&1"
@@ -52,21 +52,21 @@ rule masks:
         unpack(mask_inputs),
     output:
         "results/masks/{model}/{variant}.parquet",
-    params:
-        spec=mask_spec,
-        calibration=calibration_flag,
-        stats=stats_flag,
-    threads: 2
-    resources:
-        gpu=gpus,
-        mem_mb=gpu_mem_mb,
-        runtime=gpu_runtime_min,
     log:
         "results/logs/masks/{model}/{variant}.log",
     benchmark:
         "results/logs/masks/{model}/{variant}.benchmark.tsv"
     conda:
         "../envs/gpu.yaml"
+    threads: 2
+    resources:
+        gpu=gpus,
+        mem_mb=gpu_mem_mb,
+        runtime=gpu_runtime_min,
+    params:
+        spec=mask_spec,
+        calibration=calibration_flag,
+        stats=stats_flag,
     shell:
         "python -m pipeline.masks --model {input.model} {params.calibration} {params.stats} "
         "--spec {params.spec:q} --out {output} > {log:q} 2>&1"
@@ -78,17 +78,19 @@ rule export:
         model=manifest_of,
         masks="results/masks/{model}/{variant}.parquet",
     output:
-        directory("results/checkpoints/{model}/{variant}") if CHECKPOINT_KEEP else temp(directory("results/checkpoints/{model}/{variant}")),
-    params:
-        spec=export_spec,
-    resources:
-        mem_mb=gpu_mem_mb,
+        directory("results/checkpoints/{model}/{variant}")
+        if CHECKPOINT_KEEP
+        else temp(directory("results/checkpoints/{model}/{variant}")),
     log:
         "results/logs/export/{model}/{variant}.log",
     benchmark:
         "results/logs/export/{model}/{variant}.benchmark.tsv"
     conda:
         "../envs/cpu.yaml"
+    resources:
+        mem_mb=gpu_mem_mb,
+    params:
+        spec=export_spec,
     shell:
         "python -m pipeline.export --model {input.model} --masks {input.masks} "
         "--spec {params.spec:q} --out {output} > {log:q} 2>&1"
@@ -101,20 +103,20 @@ rule perplexity:
         text=perplexity_text,
     output:
         "results/perplexity/{model}/{variant}.parquet",
-    params:
-        spec=perplexity_spec,
-        text=config["perplexity"]["text"],
-    threads: 2
-    resources:
-        gpu=gpus,
-        mem_mb=gpu_mem_mb,
-        runtime=gpu_runtime_min,
     log:
         "results/logs/perplexity/{model}/{variant}.log",
     benchmark:
         "results/logs/perplexity/{model}/{variant}.benchmark.tsv"
     conda:
         "../envs/gpu.yaml"
+    threads: 2
+    resources:
+        gpu=gpus,
+        mem_mb=gpu_mem_mb,
+        runtime=gpu_runtime_min,
+    params:
+        spec=perplexity_spec,
+        text=config["perplexity"]["text"],
     shell:
         "python -m pipeline.perplexity --model {input.model} --text {params.text:q} --spec {params.spec:q} "
         "--out {output} > {log:q} 2>&1"

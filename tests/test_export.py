@@ -1,6 +1,8 @@
 """The masks and export stages end to end: table contract, checkpoints that reload."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -122,10 +124,17 @@ def test_layerif_scores_file_gives_group_sparsities(tiny_model, tmp_path):
 def test_vllm_loads_a_structured_checkpoint(tiny_model, tmp_path):
     read_table(_run_masks(tmp_path, tiny_model, {"method": "reverse", "layers": 1}))
     ckpt = export.export(tiny_model, tmp_path / "masks.parquet", {"dtype": "float32"}, tmp_path / "ckpt")
-    from vllm import LLM, SamplingParams
-
-    llm = LLM(model=str(ckpt), dtype="float32", enforce_eager=True, distributed_executor_backend="uni",
-              max_model_len=256, seed=0)
-    assert llm.llm_engine.model_config.hf_config.num_hidden_layers == 3
-    out = llm.generate(["the answer is"], SamplingParams(max_tokens=4, temperature=0))
-    assert len(out[0].outputs[0].token_ids) == 4
+    # in its own process: a second engine in the test process would tear down the vLLM state
+    # that the shared engine of the other tests relies on
+    script = (
+        "import sys\n"
+        "from vllm import LLM, SamplingParams\n"
+        f"llm = LLM(model={str(ckpt)!r}, dtype='float32', enforce_eager=True, distributed_executor_backend='uni',"
+        " max_model_len=256, seed=0)\n"
+        "out = llm.generate(['the answer is'], SamplingParams(max_tokens=4, temperature=0))\n"
+        "print('LAYERS', llm.llm_engine.model_config.hf_config.num_hidden_layers,"
+        " 'TOKENS', len(out[0].outputs[0].token_ids))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "LAYERS 3 TOKENS 4" in result.stdout

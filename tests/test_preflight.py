@@ -32,14 +32,14 @@ def test_study_grid_offline_names_each_missing_model_and_data_set(offline):
 
 def test_missing_local_files_are_named(tmp_path):
     config = cfg.load(ROOT / "config" / "demo.yaml")
-    config["benchmarks"]["aime24"]["file"] = str(tmp_path / "nope.jsonl")
+    config["benchmarks"]["math500"]["file"] = str(tmp_path / "nope.jsonl")
     config["calibration"]["c4"]["path"] = str(tmp_path / "nope.txt")
     config["models"]["tiny-qwen3"] = {**{k: v for k, v in config["models"]["tiny-qwen3"].items() if k != "demo"},
                                       "path": str(tmp_path)}
-    jobs = [("benchmark_data", {"benchmark": "aime24"}), ("calibration", {"model": "tiny-qwen3", "calibration": "c4"}),
+    jobs = [("benchmark_data", {"benchmark": "math500"}), ("calibration", {"model": "tiny-qwen3", "calibration": "c4"}),
             ("base_model", {"model": "tiny-qwen3"})]
     found = preflight.problems(config, jobs)
-    assert any("benchmarks.aime24.file" in p and "nope.jsonl" in p for p in found)
+    assert any("benchmarks.math500.file" in p and "nope.jsonl" in p for p in found)
     assert any("calibration.c4.path" in p for p in found)
     assert any("models.tiny-qwen3.path" in p and "config.json" in p for p in found)
 

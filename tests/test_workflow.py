@@ -23,15 +23,28 @@ def test_lint_is_clean(tmp_path, configfile):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_rules_are_snakefmt_formatted():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_study_config_dry_run_schedules_the_whole_grid(tmp_path):
     workdir = copy_workflow(tmp_path)
     jobs = scheduled_jobs(snakemake(workdir, "-n", "--configfile", "config/config.yaml").stdout)
     print("study grid dry run:", jobs, "total", sum(jobs.values()))
-    models, variants, benchmarks = 2, 7, 4
+    models, variants, benchmarks = 2, 27, 4  # dense, ShortGPT 1-2, 3 methods x 2 sparsities x 4 allocations
     assert jobs["generate"] == models * variants * benchmarks
     assert jobs["grade"] == models * variants * benchmarks
     assert jobs["masks"] == models * (variants - 1) == jobs["export"]
+    assert jobs["perplexity"] == models * variants
     assert jobs["base_model"] == models and jobs["benchmark_data"] == benchmarks
+    # statistics shared by variants are computed once per model: OWL activations and LayerIF
+    # influence (c4), ShortGPT block influence (pg19), AlphaPruning spectra
+    assert jobs["stats_activations"] == models * 3 and jobs["stats_weights"] == models
 
 
 @pytest.fixture(scope="module")
