@@ -150,7 +150,7 @@ def test_gated_data_set_says_how_to_get_access(monkeypatch):
         load("gpqa_diamond", resolve_definition("gpqa_diamond", {}))
     text = str(error.value)
     assert "https://huggingface.co/datasets/Idavidrein/gpqa" in text and "accept its terms" in text
-    assert "HF_TOKEN" in text and "huggingface-cli login" in text and "benchmarks.gpqa_diamond.file" in text
+    assert "HF_TOKEN" in text and "hf auth login" in text and "benchmarks.gpqa_diamond.file" in text
 
 
 def test_hub_sources_concatenate_configurations(monkeypatch):
