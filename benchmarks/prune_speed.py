@@ -5,10 +5,12 @@
 Builds a random Llama (fp32, CPU), then runs in separate processes, so each peak RSS is its
 own: our pruning (model load + block-by-block pruning), llmcompressor's oneshot (in the
 reference environment, PRUNE_TTS_REFERENCE_PYTHON, default .venv-ref/bin/python; timed inside
-that process), and the floor: two plain forward passes of the decoder over the same tokens.
-Prints per method our time / theirs, our peak memory / theirs, mask agreement, and our time /
-floor. Targets: Wanda <= 0.9x their time and <= 1.3x the floor; SparseGPT <= 0.6x their time;
-peak memory <= theirs.
+that process), the floor: two plain forward passes of the decoder over the same tokens, and
+the time of SparseGPT's Hessian products alone. Prints per method our time / theirs, our peak
+memory / theirs, mask agreement, and our time / floor; each process's memory once its
+libraries are imported; and the lower bound on SparseGPT's time (forward passes + Hessian
+products). Targets: Wanda <= 0.9x their time and <= 1.3x the floor; SparseGPT <= 0.6x their
+time; peak memory <= theirs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -30,7 +31,10 @@ REFERENCE_SCRIPT = ROOT / "tests" / "reference_llmcompressor.py"
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory. Not ru_maxrss: Linux carries the parent's peak over
+    into a child (fork and exec), so every worker would report at least this script's own peak."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 
 def build(folder: Path, hidden: int, blocks: int) -> None:
@@ -51,30 +55,55 @@ def build(folder: Path, hidden: int, blocks: int) -> None:
 
 
 def worker(kind: str, model: str, samples_path: str, out: str) -> None:
-    """One measurement in this process: 'floor', 'wanda' or 'sparsegpt' (ours)."""
+    """One measurement in this process: 'floor', 'wanda', 'sparsegpt' (ours) or 'hessian' (only
+    the X^T X products SparseGPT needs and the inverses of the results, on random activations of
+    the same shapes)."""
     import torch
+    from transformers import PreTrainedModel  # noqa: F401 (the model code, as the reference imports it)
 
     from pipeline.masks import prune_unstructured
     from pipeline.models import decoder_layers, load_model
     from pipeline.prune import driver
+    from pipeline.prune.sparsegpt import inverse_hessian
 
+    import_rss = peak_rss_mb()
     samples = json.load(open(samples_path))
     start = time.perf_counter()
-    net = load_model(model)
     result = {}
-    if kind == "floor":
-        ids = torch.tensor(samples)
-        with torch.no_grad():
-            for _ in range(2):
-                net.model(input_ids=ids, use_cache=False)
+    if kind == "hessian":
+        import transformers
+
+        config = transformers.AutoConfig.from_pretrained(model)
+        widths = [config.hidden_size] * 3 + [config.intermediate_size]  # q/k/v, o, gate/up, down
+        batches = driver.batches(samples, driver.DEFAULT_BATCH_TOKENS)
+        xs = {(len(idx), w): torch.randn(len(idx) * len(samples[idx[0]]), w) for idx in batches for w in widths}
+        products = inverse = 0.0
+        for _ in range(config.num_hidden_layers):
+            for w in widths:
+                H, t0 = torch.zeros(w, w), time.perf_counter()
+                for idx in batches:
+                    driver._add_gram(H, xs[(len(idx), w)])
+                t1 = time.perf_counter()
+                inverse_hessian(H, overwrite=True)
+                products, inverse = products + t1 - t0, inverse + time.perf_counter() - t1
+        result["inverse_seconds"] = np.array(inverse)
+        start = time.perf_counter() - products  # "seconds": the products alone
     else:
-        target = {(b, n): 0.5 for b, block in enumerate(decoder_layers(net)) for n, _ in driver.linears(block)}
-        # as the masks stage runs it: the masks are kept, the model is handed back dense
-        for row in prune_unstructured(net, kind, target, None, samples, restore=True):
-            bits = np.unpackbits(np.frombuffer(row["zeroed"], np.uint8), count=row["rows"] * row["cols"])
-            result[f"{row['block']}.{row['name']}"] = bits.astype(bool).reshape(row["rows"], row["cols"])
+        net = load_model(model)
+        if kind == "floor":
+            ids = torch.tensor(samples)
+            with torch.no_grad():
+                for _ in range(2):
+                    net.model(input_ids=ids, use_cache=False)
+        else:
+            target = {(b, n): 0.5 for b, block in enumerate(decoder_layers(net)) for n, _ in driver.linears(block)}
+            # as the masks stage runs it: the masks are kept, the model is handed back dense
+            for row in prune_unstructured(net, kind, target, None, samples, restore=True):
+                bits = np.unpackbits(np.frombuffer(row["zeroed"], np.uint8), count=row["rows"] * row["cols"])
+                result[f"{row['block']}.{row['name']}"] = bits.astype(bool).reshape(row["rows"], row["cols"])
     result["seconds"] = np.array(time.perf_counter() - start)
     result["peak_rss_mb"] = np.array(peak_rss_mb())
+    result["import_rss_mb"] = np.array(import_rss)
     np.savez(out, **result)
 
 
@@ -114,7 +143,7 @@ def main() -> None:
         (tmp / "samples.json").write_text(json.dumps(rng.integers(0, 32000, (args.samples, args.length)).tolist()))
         me = [sys.executable, str(Path(__file__).resolve()), "--worker"]
         model, samples = str(tmp / "model"), str(tmp / "samples.json")
-        commands = {"floor": me + ["floor", model, samples]}
+        commands = {"floor": me + ["floor", model, samples], "hessian": me + ["hessian", model, samples]}
         for method in ("wanda", "sparsegpt"):
             commands[f"ours-{method}"] = me + [method, model, samples]
             commands[f"ref-{method}"] = [str(ref), str(REFERENCE_SCRIPT), "--model", model, "--samples", samples,
@@ -132,13 +161,25 @@ def main() -> None:
               f"{args.threads} thread(s), best of {args.repeat}; floor (2 decoder forwards incl. load) {floor:.2f}s")
         for method in ("wanda", "sparsegpt"):
             ours, theirs = best[f"ours-{method}"], best[f"ref-{method}"]
-            keys = [k for k in ours if k not in ("seconds", "peak_rss_mb")]
+            keys = [k for k in ours if k[0].isdigit()]  # "BLOCK.NAME"
             agree = np.mean(np.concatenate([(ours[k] == (theirs[k] == 0)).ravel() for k in keys]))
             t_o, t_t = float(ours["seconds"]), float(theirs["seconds"])
             m_o, m_t = float(ours["peak_rss_mb"]), float(theirs["peak_rss_mb"])
             print(f"{method:9s} ours {t_o:6.2f}s theirs {t_t:6.2f}s time ratio {t_o / t_t:.2f} | "
                   f"peak RSS ours {m_o:.0f} MB theirs {m_t:.0f} MB ratio {m_o / m_t:.2f} | "
                   f"mask agreement {agree:.4%} | ours / floor {t_o / floor:.2f}", flush=True)
+        i_o, i_t = float(best["ours-wanda"]["import_rss_mb"]), float(best["ref-wanda"]["import_rss_mb"])
+        print(f"RSS once the libraries are imported (before the model): ours {i_o:.0f} MB, theirs {i_t:.0f} MB "
+              f"(difference {i_o - i_t:+.0f} MB, in the peaks above)")
+        # what SparseGPT cannot go below: a dense forward of every block and a pruned one of all but
+        # the last ((2L - 1) / 2L of the floor, load included), the products X^T X and the inverses
+        hess, inv = float(best["hessian"]["seconds"]), float(best["hessian"]["inverse_seconds"])
+        t_t = float(best["ref-sparsegpt"]["seconds"])
+        share = (2 * args.blocks - 1) / (2 * args.blocks)
+        bound = share * floor + hess + inv
+        print(f"sparsegpt lower bound: {share:.3f} x floor {share * floor:.2f}s + X^T X products {hess:.2f}s "
+              f"+ inverse Hessians {inv:.2f}s = {bound:.2f}s = {bound / t_t:.2f}x theirs "
+              f"(target 0.6x = {0.6 * t_t:.2f}s{': not reachable' if bound > 0.6 * t_t else ''})")
 
 
 if __name__ == "__main__":

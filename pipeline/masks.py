@@ -147,10 +147,14 @@ def prune_unstructured(model, method: str, target: dict, nm=None, samples=None, 
             shared.setdefault(id(stats[name]), []).append((name, module))
         done = {}
         for members in shared.values():
-            hinv, dead = inverse_hessian(stats[members[0][0]])
+            H = stats[members[0][0]]
+            for name, _ in members:  # H is only needed until its inverse exists: let it go then
+                del stats[name]
+            hinv, dead = inverse_hessian(H, overwrite=True)
+            del H
             sizes = [m.weight.shape[0] for _, m in members]
-            new, mask = sparsegpt(torch.cat([m.weight for _, m in members]), hinv, dead,
-                                  [target[(b, n)] for n, _ in members], nm, groups=sizes)
+            new, mask = sparsegpt([m.weight for _, m in members], hinv, dead, [target[(b, n)] for n, _ in members], nm)
+            del hinv
             for (name, module), w, z in zip(members, new.split(sizes), mask.split(sizes)):
                 module.weight.data = w.to(module.weight.dtype)
                 done[name] = (module.weight, z)

@@ -6,17 +6,23 @@ environment (.venv-ref), never imports the pipeline package.
 
 SAMPLES.json: a list of token-id lists (all the same length). RESULT.npz holds the pruned
 weight of every linear of every decoder block as "BLOCK.NAME" (fp32), plus "seconds" (the
-oneshot call) and "peak_rss_mb" (this process).
+oneshot call), "peak_rss_mb" (this process) and "import_rss_mb" (its resident memory once the
+libraries are imported, before the model is loaded).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 
 import numpy as np
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM; ru_maxrss would include the parent's peak)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 
 def main() -> None:
@@ -34,8 +40,9 @@ def main() -> None:
     from llmcompressor import oneshot
     from llmcompressor.modifiers.pruning import WandaPruningModifier
     from llmcompressor.modifiers.pruning.sparsegpt import SparseGPTModifier
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer, PreTrainedModel  # noqa: F401 (imports the model code)
 
+    import_rss_mb = peak_rss_mb()
     samples = json.load(open(args.samples))
     sparsity = json.loads(args.sparsity)
     config = AutoConfig.from_pretrained(args.model)
@@ -52,7 +59,8 @@ def main() -> None:
     )
     seconds = time.perf_counter() - start
     out = {"seconds": np.array(seconds),
-           "peak_rss_mb": np.array(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+           "peak_rss_mb": np.array(peak_rss_mb()),
+           "import_rss_mb": np.array(import_rss_mb)}
     for b, block in enumerate(model.model.layers):
         for name, module in block.named_modules():
             if isinstance(module, torch.nn.Linear):

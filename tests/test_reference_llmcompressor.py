@@ -60,23 +60,21 @@ def test_masks_identical_to_llmcompressor(reference_python, tiny_model_factory, 
     theirs = np.load(tmp_path / "ref.npz")
 
     model = load_model(path)
+    # llmcompressor forces eager attention while calibrating (its traced subgraphs need an
+    # explicit mask); we keep the faster sdpa. Both compute the same function but round
+    # differently, and SparseGPT's weight updates carry such last-bit differences into the next
+    # block, so compare on the same kernel.
+    model.set_attn_implementation("eager")
     per_block = sparsity if isinstance(sparsity, list) else [sparsity] * 4
     target = {(b, n): per_block[b] for b, blk in enumerate(decoder_layers(model)) for n, _ in driver.linears(blk)}
     nm_pair = tuple(map(int, nm.split(":"))) if nm else None
     # one sequence per forward, as the reference (batch size 1): batched matrix products round
-    # differently, which flips a few borderline SparseGPT weights (Wanda is unaffected)
+    # differently too
     rows = prune_unstructured(model, method, target, nm_pair, samples, batch_tokens=1)
     assert len(rows) == len([k for k in theirs.files if "." in k]) == 28
-    # Open deviation: on Qwen2 (biased q/k/v) our SparseGPT first differs from the reference
-    # in a few borderline o_proj weights of block 1 (16 of 16384), and the difference grows
-    # block by block (seen: 6% of down_proj in block 3 with 2:4). Llama and Qwen3 match bit
-    # for bit, as does Wanda everywhere. The bound below keeps this case from drifting further.
-    allowed = 0.10 if (architecture, method) == ("qwen2", "sparsegpt") else 0.0
     for row in rows:
         ref = theirs[f"{row['block']}.{row['name']}"]
         bits = np.unpackbits(np.frombuffer(row["zeroed"], np.uint8), count=ref.size).astype(bool).reshape(ref.shape)
-        differ = float((bits != (ref == 0)).mean())
-        assert differ <= allowed, (row["block"], row["name"], differ)
-        if not allowed:
-            ours = decoder_layers(model)[row["block"]].get_submodule(row["name"]).weight.detach().numpy()
-            np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=1e-4)
+        assert np.array_equal(bits, ref == 0), (row["block"], row["name"], float((bits != (ref == 0)).mean()))
+        ours = decoder_layers(model)[row["block"]].get_submodule(row["name"]).weight.detach().numpy()
+        np.testing.assert_array_equal(ours, ref, err_msg=f"{row['block']}.{row['name']}")

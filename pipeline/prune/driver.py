@@ -13,6 +13,7 @@ identical, and for SparseGPT so are the Hessian and its inverse.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -97,12 +98,25 @@ def _output(out):
     return out[0] if isinstance(out, tuple) else out
 
 
+def _add_gram(H: torch.Tensor, x: torch.Tensor, chunk: int = 512) -> None:
+    """H += x^T x. The product is symmetric: compute only the column chunks on and above the
+    diagonal (about half the multiply-adds for wide x) and add their mirror image below. Each
+    entry is the same dot product as in x.T @ x, added after rounding (not addmm_, whose fused
+    add rounds differently), and the temporary is one slab of columns, not a second H."""
+    n = x.shape[1]
+    for j in range(0, n, chunk):
+        k = min(j + chunk, n)
+        p = x[:, :k].T @ x[:, j:k]
+        H[:k, j:k] += p
+        H[j:k, :j] += p[:j].T
+
+
 class _Accumulator:
-    """fp32 input statistics of a block's linears: 'wanda' (sum of x_j^2 over tokens) or
-    'hessian' (sum of x x^T over tokens); scaled by the number of sequences at the end."""
+    """fp32 input statistics of a block's linears: 'wanda' (sum of x_j^2 over tokens, divided
+    by the number of sequences at the end) or 'hessian' (2 / nsamples * sum of x x^T)."""
 
     def __init__(self, block: nn.Module, kind: str):
-        self.kind, self.sums, self.leader, self.nsamples = kind, {}, {}, 0
+        self.kind, self.sums, self.leader, self.nsamples, self.seen = kind, {}, {}, 0, {}
         self._last = (None, None)
         self.handles = [m.register_forward_pre_hook(self._hook(name)) for name, m in linears(block)]
 
@@ -114,13 +128,22 @@ class _Accumulator:
                 return
             lead = self.leader.setdefault(name, name)
             self._last = (x, lead)
-            x = x.reshape(-1, x.shape[-1]).float()
+            cols = x.shape[-1]
             if lead not in self.sums:
-                self.sums[lead] = x.new_zeros(x.shape[1:] if self.kind == "wanda" else (x.shape[1], x.shape[1]))
+                self.sums[lead] = x.new_zeros((cols,) if self.kind == "wanda" else (cols, cols), dtype=torch.float32)
+            x = x.reshape(-1, cols)
             if self.kind == "wanda":
-                self.sums[lead] += (x * x).sum(0)
-            else:
-                self.sums[lead].addmm_(x.T, x)
+                self.sums[lead] += x.float().square().sum(0)
+                return
+            # The running mean of the SparseGPT reference (and llmcompressor): rescale H, add
+            # (sqrt(2 / n) x)^T (sqrt(2 / n) x). The same value as 2 / n * sum x x^T, but
+            # rounded the same way as the reference, so that borderline weights (and every block
+            # after them) are pruned identically. `args[0]` is (sequences, tokens, cols).
+            n = self.seen.get(lead, 0)
+            self.seen[lead] = n + args[0].shape[0]
+            H = self.sums[lead]
+            H *= n / self.seen[lead]
+            _add_gram(H, math.sqrt(2 / self.seen[lead]) * x.float())
 
         return fn
 
@@ -128,10 +151,12 @@ class _Accumulator:
         for h in self.handles:
             h.remove()
         self._last = (None, None)
-        scale = (2.0 if self.kind == "hessian" else 1.0) / self.nsamples
-        for t in self.sums.values():
-            t.mul_(scale)
-        return {name: self.sums[lead] for name, lead in self.leader.items()}
+        if self.kind == "wanda":
+            for t in self.sums.values():
+                t.mul_(1.0 / self.nsamples)
+        out = {name: self.sums[lead] for name, lead in self.leader.items()}
+        self.sums = {}  # the caller owns the statistics now and may free them one by one
+        return out
 
 
 def run(
@@ -164,23 +189,20 @@ def run(
             dense = [(p, p.data) for p in block.parameters()] if restore else []
             block.to(device)
             acc = _Accumulator(block, collect) if collect else None
-            outputs = []
-            for hidden, kwargs in data:
+            for j, (hidden, kwargs) in enumerate(data):
                 out = _output(block(hidden, **kwargs))
                 if acc:
                     acc.nsamples += hidden.shape[0]
                 if observe:
                     observe(i, hidden, out)
-                if propagate == "dense":
-                    outputs.append(out)
-                del out
+                if propagate == "dense":  # this batch's input is spent: its output takes its place
+                    data[j] = (out, kwargs)
+                del hidden, out
             stats = acc.finish() if acc else {}
             if on_block:
                 on_block(i, block, stats)
-            del stats
-            if propagate == "dense":
-                data = [(out, kwargs) for out, (_, kwargs) in zip(outputs, data)]
-            else:
+            del stats, acc
+            if propagate == "pruned" and i + 1 < len(layers):  # nothing reads the last block's outputs
                 for j, (hidden, kwargs) in enumerate(data):
                     data[j] = (_output(block(hidden, **kwargs)), kwargs)
             for param, original in dense:

@@ -14,13 +14,14 @@ import sys
 import torch
 
 
-def inverse_hessian(hessian: torch.Tensor, damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+def inverse_hessian(hessian: torch.Tensor, damp: float = 0.01, overwrite: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(upper Cholesky factor of (H + damp * mean(diag H) * I)^-1, dead columns).
 
     Columns never activated (diag H = 0) get H_ii = 1; their weights must be zeroed by the
     caller. The result depends on H only, so matrices sharing an input share it.
+    overwrite: `hessian` (fp32) may be used as scratch space, saving a copy of it.
     """
-    H = hessian.float().clone()
+    H = hessian.float() if overwrite else hessian.float().clone()
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     idx = torch.arange(H.shape[0], device=H.device)
@@ -37,7 +38,7 @@ def inverse_hessian(hessian: torch.Tensor, damp: float = 0.01) -> tuple[torch.Te
 
 
 def sparsegpt(
-    weight: torch.Tensor,
+    weight: torch.Tensor | list[torch.Tensor],
     hinv: torch.Tensor,
     dead: torch.Tensor,
     sparsity: float | list[float] | None,
@@ -54,43 +55,44 @@ def sparsegpt(
     columns of each row, scored on the already updated weights.
 
     Rows evolve independently given H, so matrices sharing an input (q/k/v, gate/up) can be
-    stacked and pruned in one pass: `groups` gives their row counts and `sparsity` one value
-    per group; each group's mask is still chosen over its own rows only.
+    pruned in one pass: pass them as a list (or stacked, with their row counts as `groups`),
+    `sparsity` one value per group; each group's mask is still chosen over its own rows only.
     """
-    W = weight.detach().float().clone()
-    W[:, dead] = 0
-    rows, cols = W.shape
-    groups = groups or [rows]
+    parts = list(weight) if isinstance(weight, list | tuple) else [weight]
+    groups = [p.shape[0] for p in parts] if len(parts) > 1 else groups or [parts[0].shape[0]]
+    # Work on W^T: a column of W is then a contiguous row, so the per-column updates below
+    # stream through memory. Element by element the arithmetic is the reference's.
+    WT = torch.cat([p.detach().T.float() for p in parts], dim=1)  # always a new tensor
+    WT[dead] = 0
+    cols, rows = WT.shape
     sparsities = sparsity if isinstance(sparsity, list | tuple) else [sparsity] * len(groups)
     bounds = torch.tensor([0] + groups).cumsum(0).tolist()
-    mask = torch.zeros_like(W, dtype=torch.bool)
+    maskT = torch.zeros_like(WT, dtype=torch.bool)
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
-        W1 = W[:, i1:i2].clone()
-        Q1 = torch.zeros_like(W1)
-        Err1 = torch.zeros_like(W1)
+        W1 = WT[i1:i2]  # views: updated in place
+        mask1 = maskT[i1:i2]
+        Err1 = torch.empty(rows, i2 - i1, dtype=WT.dtype, device=WT.device)
         Hinv1 = hinv[i1:i2, i1:i2]
-        d1 = torch.diag(Hinv1)
-        mask1 = mask[:, i1:i2]  # a view: filled in place
+        d1 = torch.diag(Hinv1).reshape(-1, 1)
         if nm is None:
             for r1, r2, s in zip(bounds, bounds[1:], sparsities):
                 if s <= 0:
                     continue
-                tmp = W1[r1:r2] ** 2 / d1.reshape(1, -1) ** 2
+                tmp = W1[:, r1:r2] ** 2 / d1**2
                 # the int(numel * s)-th smallest (0-based), as sort(...)[int(numel * s)] in linear time
                 thresh = tmp.flatten().kthvalue(int(tmp.numel() * s) + 1).values
-                mask1[r1:r2] = tmp <= thresh
+                mask1[:, r1:r2] = tmp <= thresh
         for i in range(i2 - i1):
             if nm is not None and i % nm[1] == 0:
-                tmp = W1[:, i : i + nm[1]] ** 2 / d1[i : i + nm[1]].reshape(1, -1) ** 2
-                mask1.scatter_(1, i + torch.topk(tmp, nm[0], dim=1, largest=False)[1], True)
-            w = W1[:, i]
-            pruned = mask1[:, i]
-            # w - q is w where pruned and exactly 0 elsewhere
-            err = torch.where(pruned, w, 0.0) / Hinv1[i, i]
-            Q1[:, i] = torch.where(pruned, 0.0, w)
-            W1[:, i:].addr_(err, Hinv1[i, i:], alpha=-1)  # rank-1 update in place
+                tmp = (W1[i : i + nm[1]] ** 2 / d1[i : i + nm[1]] ** 2).T  # rows x M, as the reference
+                mask1[i : i + nm[1]].T.scatter_(1, torch.topk(tmp, nm[0], dim=1, largest=False)[1], True)
+            w, pruned = W1[i], mask1[i]
+            err = torch.where(pruned, w, 0.0) / Hinv1[i, i]  # w - q: w where pruned, exactly 0 elsewhere
+            # rank-1 update; product and difference rounded separately (no fused multiply-add), as the reference
+            W1[i + 1 :] -= torch.outer(Hinv1[i, i + 1 :], err)
+            w.masked_fill_(pruned, 0)  # the pruned column q
             Err1[:, i] = err
-        W[:, i1:i2] = Q1
-        W[:, i2:] -= Err1.matmul(hinv[i1:i2, i2:])
-    return W, mask
+        # the lazy update of all later columns, with the reference's operands (Err1 @ Hinv)
+        WT[i2:] -= Err1.matmul(hinv[i1:i2, i2:]).T
+    return WT.T.contiguous(), maskT.T.contiguous()
