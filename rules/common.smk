@@ -60,7 +60,7 @@ def all_grades():
     ]
 
 
-# `report` at the start of a line is read as the rule directive: call it by another name
+# a line that starts with `report` is parsed as the report directive, so call it by another name
 report_output = report
 
 

@@ -46,7 +46,7 @@ def test_small_run_through_the_slurm_profile(tmp_path, slurm_cluster):
     assert set(table["variant"]) == {"dense", "magnitude-50"}
     # the GPU-stage jobs really went through sbatch: the plugin kept their Slurm logs
     slurm_logs = workdir / ".snakemake" / "slurm_logs"
-    submitted = {path.parent.name.removeprefix("rule_") for path in slurm_logs.rglob("*.log")}
-    assert {"masks", "generate", "grade", "export"} <= submitted, submitted
+    submitted = {path.parent.parent.name.removeprefix("rule_") for path in slurm_logs.rglob("*.log")}
+    assert {"masks", "export", "generate", "grade", "perplexity"} <= submitted, submitted
     # local rules stayed local
     assert "aggregate" not in submitted and "base_model" not in submitted
