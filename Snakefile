@@ -39,8 +39,8 @@ onstart:
     preflight()
 
 
+# The table, its pivots in the shape of paper A's tables, and the plots.
 rule all:
     default_target: True
-    """The table, its pivots in the shape of paper A's tables, and the plots."""
     input:
         final_targets(),
