@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.artifacts import spec_argument, write_table
+from pipeline.artifacts import read_table, spec_argument, write_table
 from pipeline.models import load_tokenizer
 
 C4 = ("allenai/c4", {"train": "en/c4-train.00000-of-01024.json.gz"})
@@ -157,6 +157,11 @@ def sample(calibration: dict, tokenizer) -> list[list[int]]:
             return from_documents(docs, tokenize, n, length, rng)
         return from_stream(tokenize("\n\n".join(docs)), n, length, rng, f"calibration file {calibration['path']}")
     raise ValueError(f"unknown calibration source {source!r}; choose c4, pg19, wikitext2 or file")
+
+
+def read_calibration(path) -> list[list[int]]:
+    """The token ids of a calibration artifact, one list per sequence."""
+    return [list(map(int, ids)) for ids in read_table(path)["input_ids"]]
 
 
 def main(argv=None) -> None:

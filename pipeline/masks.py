@@ -22,6 +22,7 @@ import torch
 
 from pipeline import stats as model_stats
 from pipeline.artifacts import read_provenance, read_table, spec_argument, write_table
+from pipeline.calibration import read_calibration
 from pipeline.models import decoder_layers, load_model, resolve_device
 from pipeline.prune import driver, scores, structured
 from pipeline.prune.sparsegpt import inverse_hessian, sparsegpt
@@ -35,10 +36,6 @@ def allocation_module():
     from pipeline.prune import allocation
 
     return allocation
-
-
-def read_calibration(path) -> list[list[int]]:
-    return [list(map(int, ids)) for ids in read_table(path)["input_ids"]]
 
 
 # --------------------------------------------------------------------------- allocation

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from pipeline.artifacts import read_table, spec_argument, write_table
+from pipeline.calibration import read_calibration
 from pipeline.models import decoder_layers, load_model, resolve_device
 from pipeline.prune import driver
 
@@ -110,8 +111,6 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True, help="results/stats/M/KIND[-CAL].parquet")
     args = parser.parse_args(argv)
     spec = spec_argument(args.spec)
-    from pipeline.masks import read_calibration
-
     samples = read_calibration(args.calibration) if args.calibration else None
     model = load_model(args.model, dtype=spec.get("dtype", "float32"))
     table = compute(args.kind, model, samples, resolve_device(spec.get("device", "cpu")))
