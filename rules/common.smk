@@ -2,6 +2,7 @@
 # Each rule gets the canonical JSON of exactly the config it reads, so a changed setting
 # reruns exactly the jobs that read it (Snakemake's params trigger).
 
+import os
 import re
 
 from pipeline import config as cfg
@@ -62,13 +63,15 @@ def all_grades():
 
 # a line that starts with `report` is parsed as the report directive, so call it by another name
 report_output = report
+# captions by absolute path: a relative one would resolve against whichever file calls these
+CAPTIONS = os.path.join(workflow.basedir, "report")
 
 
 def pivot_outputs(suffix):
     return [
         report_output(
             f"results/tables/pivot-{model}-{budget}.{suffix}",
-            caption="../report/pivot.rst",
+            caption=os.path.join(CAPTIONS, "pivot.rst"),
             category="Tables",
             subcategory=model,
             labels={"model": model, "budget": str(budget)},
@@ -82,7 +85,7 @@ def plot_outputs(kind, fmt):
     return [
         report_output(
             f"results/plots/{kind}-{model}.{fmt}",
-            caption=f"../report/{kind}.rst",
+            caption=os.path.join(CAPTIONS, f"{kind}.rst"),
             category="Figures",
             subcategory=model,
             labels={"model": model, "figure": f"{kind} ({fmt})"},

@@ -114,7 +114,8 @@ def test_changing_one_sparsity_reruns_only_that_variant(demo_run):
     config["variants"]["wanda-20"]["sparsity"] = 0.3
     jobs = _dry_run_with(demo_run, config, "sparsity")
     n_bench = len(DEMO["benchmarks"])
-    assert jobs == {"masks": 1, "export": 1, "generate": n_bench, "grade": n_bench, "aggregate": 1, "plots": 1, "all": 1}
+    assert jobs == {"masks": 1, "export": 1, "generate": n_bench, "grade": n_bench, "perplexity": 1,
+                    "aggregate": 1, "plots": 1, "all": 1}
 
 
 def test_changing_a_grading_option_reruns_grading_and_tables_only(demo_run):
