@@ -50,8 +50,13 @@ SlurmdPidFile=$scratch/slurmd.pid
 NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
-  pgrep -x slurmctld >/dev/null || setsid slurmctld -D -i >"$scratch/log/slurmctld.out" 2>&1 < /dev/null &
-  pgrep -x slurmd >/dev/null || setsid slurmd -D >"$scratch/log/slurmd.out" 2>&1 < /dev/null &
+  # the daemons alone go to the background, with no handle on this script's output
+  if ! pgrep -x slurmctld >/dev/null; then
+    setsid slurmctld -D -i >"$scratch/log/slurmctld.out" 2>&1 </dev/null &
+  fi
+  if ! pgrep -x slurmd >/dev/null; then
+    setsid slurmd -D >"$scratch/log/slurmd.out" 2>&1 </dev/null &
+  fi
   for _ in $(seq 60); do
     if scontrol ping >/dev/null 2>&1 && [ "$(sinfo -h -o %t 2>/dev/null | head -n1)" = idle ]; then
       echo "slurm is up: $(sinfo -h -o '%P %D %t %c cpus %m MB')"
