@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -115,16 +116,44 @@ def atomic_dir(path: str | Path):
 
 def write_table(df: pd.DataFrame, path: str | Path, spec: dict | None = None, seed: int | None = None, **extra) -> None:
     """Write `df` to Parquet atomically with provenance metadata."""
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    meta = dict(table.schema.metadata or {})
-    meta[METADATA_KEY] = json.dumps(provenance(spec, seed, **extra), default=str).encode()
-    table = table.replace_schema_metadata(meta)
+    write_tables([df], path, spec, seed, **extra)
+
+
+def write_tables(frames: Iterable[pd.DataFrame], path: str | Path, spec: dict | None = None, seed: int | None = None,
+                 **extra) -> None:
+    """Write the parts of one table as consecutive row groups of one Parquet file, atomically
+    and with provenance metadata, each part as soon as it comes: only one part is in memory."""
+    writer = None
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        try:
+            for df in frames:
+                if writer is None:
+                    table = pa.Table.from_pandas(df, preserve_index=False)
+                    meta = dict(table.schema.metadata or {})
+                    meta[METADATA_KEY] = json.dumps(provenance(spec, seed, **extra), default=str).encode()
+                    schema = table.schema.with_metadata(meta)
+                    small = [f.name for f in schema if not pa.types.is_binary(f.type)]
+                    writer = pq.ParquetWriter(tmp, schema, use_dictionary=small, write_statistics=small)
+                    writer.write_table(table.replace_schema_metadata(meta))
+                else:
+                    writer.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False))
+                del df
+            if writer is None:
+                raise ValueError(f"{path}: nothing to write")
+        finally:
+            if writer is not None:
+                writer.close()
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
     return pq.read_table(path).to_pandas()
+
+
+def iter_tables(path: str | Path) -> Iterator[pd.DataFrame]:
+    """A Parquet file's row groups one at a time (the parts `write_tables` wrote)."""
+    with pq.ParquetFile(path) as file:
+        for i in range(file.num_row_groups):
+            yield file.read_row_group(i).to_pandas()
 
 
 def read_provenance(path: str | Path) -> dict:
@@ -147,6 +176,6 @@ def spec_argument(text: str) -> dict:
 
 
 __all__ = [
-    "atomic_dir", "atomic_path", "canonical_json", "provenance", "read_provenance",
-    "read_table", "spec_argument", "write_json", "write_table",
+    "atomic_dir", "atomic_path", "canonical_json", "iter_tables", "provenance", "read_provenance",
+    "read_table", "spec_argument", "write_json", "write_table", "write_tables",
 ]

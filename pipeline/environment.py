@@ -13,3 +13,20 @@ def put_interpreter_first() -> None:
     path = os.environ.get("PATH", "")
     if path.split(os.pathsep)[:1] != [bindir]:
         os.environ["PATH"] = bindir + os.pathsep + path
+
+
+# Installed for vLLM but never used by the stages that run plain PyTorch (no compiled kernels,
+# no scipy code), yet imported by torch and transformers on the way in: ~100 MB resident.
+UNUSED_BY_PYTORCH_STAGES = ("triton", "scipy")
+
+
+def lean_process(unused=UNUSED_BY_PYTORCH_STAGES) -> None:
+    """Set up the process of a stage that runs plain PyTorch over large weights and never
+    reaches vLLM: `unused` count as not installed (a None entry in sys.modules fails `import`
+    and makes find_spec return None) unless already imported, and Arrow allocates from the C
+    heap like PyTorch, so the memory one lets go the other reuses (Arrow's own pool keeps it)."""
+    for name in unused:
+        sys.modules.setdefault(name, None)
+    import pyarrow
+
+    pyarrow.set_memory_pool(pyarrow.system_memory_pool())

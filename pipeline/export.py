@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.artifacts import atomic_dir, read_provenance, read_table, spec_argument
+from pipeline.artifacts import atomic_dir, iter_tables, read_provenance, spec_argument
 from pipeline.models import decoder_layers, load_model, load_tokenizer, model_dir
 from pipeline.prune.structured import remove_blocks
 
@@ -49,8 +49,7 @@ def apply_masks(model, table) -> None:
                 if len(row.values) != weight.numel() * weight.element_size():
                     raise ValueError(f"block {row.block} {row.name}: stored values do not match dtype {weight.dtype}; "
                                      "compute masks and export with the same dtype")
-                values = torch.frombuffer(bytearray(row.values), dtype=weight.dtype).reshape(weight.shape)
-                weight.copy_(values)
+                weight.copy_(torch.frombuffer(bytearray(row.values), dtype=weight.dtype).reshape(weight.shape))
             else:
                 weight.masked_fill_(torch.from_numpy(unpack(row)), 0)
 
@@ -58,7 +57,8 @@ def apply_masks(model, table) -> None:
 def export(manifest, masks, spec: dict, out) -> Path:
     source = model_dir(manifest)
     model = load_model(manifest, dtype=spec.get("dtype", "float32"))
-    apply_masks(model, read_table(masks))
+    for part in iter_tables(masks):  # a part at a time: SparseGPT's parts carry whole weights
+        apply_masks(model, part)
     # load_model switches the KV cache off for pruning; keep the base model's setting
     model.config.use_cache = json.loads((source / "config.json").read_text()).get("use_cache", True)
     with atomic_dir(out) as tmp:
@@ -83,4 +83,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    from pipeline.environment import lean_process
+
+    lean_process()
     main()

@@ -5,7 +5,8 @@
 
 `spec` is pipeline.config.mask_slice(): {model, dtype, variant, prune: {method, sparsity, nm,
 allocation, owl|alphapruning|layerif, layers}, device}. Unstructured methods write one row per
-matrix (docs/ARCHITECTURE.md: block, name, rows, cols, target/achieved sparsity, packed
+matrix, each written (as its own Parquet row group) as soon as its block is pruned
+(docs/ARCHITECTURE.md: block, name, rows, cols, target/achieved sparsity, packed
 `zeroed` mask, SparseGPT's updated `values`, the allocation's inputs); shortgpt and reverse one
 row per block (block, score, removed). Statistics shared by variants (pipeline.stats) are read
 from --stats when given and computed here otherwise. Statistics are fp32 whatever the dtype.
@@ -15,14 +16,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 import torch
 
 from pipeline import stats as model_stats
-from pipeline.artifacts import read_provenance, read_table, spec_argument, write_table
+from pipeline.artifacts import read_provenance, read_table, spec_argument, write_tables
 from pipeline.calibration import read_calibration
+from pipeline.lazy_model import load_lazily, loaded
 from pipeline.models import decoder_layers, load_model, resolve_device
 from pipeline.prune import driver, scores, structured
 from pipeline.prune.sparsegpt import inverse_hessian, sparsegpt
@@ -63,7 +66,8 @@ def targets(model, prune: dict, stats: dict, samples, device) -> tuple[dict, dic
         r = stats.get("activations") or model_stats.dense_activations(model, samples, device)
         ratios = []
         for b, block in enumerate(layers):
-            A = torch.cat([scores.wanda_scores(m.weight, r[(b, n)]).flatten() for n, m in driver.linears(block)])
+            with loaded(block):
+                A = torch.cat([scores.wanda_scores(m.weight, r[(b, n)]).flatten() for n, m in driver.linears(block)])
             ratios.append(alloc.outlier_ratio(A, opts["M"]))
             extras.update({(b, n): {"outlier_ratio": ratios[-1]} for n in names[b]})
         clamp = OWL_CLAMP if prune["method"] in ("wanda", "sparsegpt") else None
@@ -105,82 +109,95 @@ def targets(model, prune: dict, stats: dict, samples, device) -> tuple[dict, dic
 
 
 def _row(block, name, weight, mask, target, values=None, extra=None) -> dict:
+    """One matrix's row; `values` (SparseGPT's updated weight) stays a tensor until `as_table`."""
     return {
         "block": block, "name": name, "rows": weight.shape[0], "cols": weight.shape[1],
         "target_sparsity": target, "achieved_sparsity": float(mask.float().mean()),
-        "zeroed": np.packbits(mask.cpu().numpy().reshape(-1)).tobytes(),
-        "values": None if values is None else values.contiguous().cpu().view(torch.uint8).numpy().tobytes(),
+        "zeroed": np.packbits(mask.cpu().numpy().reshape(-1)).tobytes(), "values": values,
         "outlier_ratio": None, "alpha": None, "influence": None, **(extra or {}),
     }
 
 
-def prune_unstructured(model, method: str, target: dict, nm=None, samples=None, device="cpu",
-                       group: str | None = None, extras: dict | None = None, restore: bool = False,
-                       batch_tokens: int = driver.DEFAULT_BATCH_TOKENS) -> list[dict]:
-    """Prune `model` with `method` at `target[(block, name)]`; return the mask rows. The model
-    keeps the pruned weights unless `restore` (dense again afterwards, less memory).
+def as_table(rows: list[dict]) -> pd.DataFrame:
+    """Mask rows as a table, tensors of updated weights as their raw bytes."""
+    def raw(t):
+        return None if t is None else t.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes()
+
+    return pd.DataFrame([{**row, "values": raw(row["values"])} for row in rows])
+
+
+def prune_blocks(model, method: str, target: dict, nm=None, samples=None, device="cpu",
+                 group: str | None = None, extras: dict | None = None,
+                 batch_tokens: int = driver.DEFAULT_BATCH_TOKENS) -> Iterator[list[dict]]:
+    """Prune `model` in place with `method` at `target[(block, name)]`, block by block,
+    yielding each block's mask rows as soon as it is pruned. SparseGPT's rows carry the updated
+    weights as the block's own tensors: use them before asking for the next block.
 
     group: how magnitude and Wanda pick the lowest scores, 'row' or 'matrix' (default: Wanda
     per row, magnitude per matrix). SparseGPT chooses over blocks of 128 columns.
     """
     group = group or ("row" if method == "wanda" else "matrix")
     extras = extras or {}
-    rows: list[dict] = []
 
-    def on_block(b, block, stats):
-        if method == "sparsegpt":
-            return sparsegpt_block(b, block, stats)
+    def select(b, block, stats) -> list[dict]:
+        rows = []
         for name, module in driver.linears(block):
             s, W = target[(b, name)], module.weight
             score = scores.wanda_scores(W, stats[name]) if method == "wanda" else scores.magnitude_scores(W)
             mask = scores.select(score, s, nm, group)
-            W.data = W.data.masked_fill(mask, 0)  # a new tensor: see driver.run(restore=...)
+            del score
+            W.data.masked_fill_(mask, 0)
             rows.append(_row(b, name, W, mask, s, None, extras.get((b, name))))
+        return rows
 
-    def sparsegpt_block(b, block, stats):
+    def sparsegpt_block(b, block, stats) -> list[dict]:
         # linears fed the same input share H: invert it once and prune them stacked
         shared: dict[int, list] = {}
         for name, module in driver.linears(block):
             shared.setdefault(id(stats[name]), []).append((name, module))
-        done = {}
+        masks = {}
         for members in shared.values():
-            H = stats[members[0][0]]
-            for name, _ in members:  # H is only needed until its inverse exists: let it go then
-                del stats[name]
-            hinv, dead = inverse_hessian(H, overwrite=True)
-            del H
+            # H is only needed until its inverse exists: hand over the last reference to it
+            hinv, dead = inverse_hessian([stats.pop(name) for name, _ in members][0], overwrite=True)
             sizes = [m.weight.shape[0] for _, m in members]
             new, mask = sparsegpt([m.weight for _, m in members], hinv, dead, [target[(b, n)] for n, _ in members], nm)
             del hinv
             for (name, module), w, z in zip(members, new.split(sizes), mask.split(sizes)):
-                module.weight.data = w.to(module.weight.dtype)
-                done[name] = (module.weight, z)
-        for name, _ in driver.linears(block):  # rows in module order
-            W, z = done[name]
-            rows.append(_row(b, name, W, z, target[(b, name)], W.data, extras.get((b, name))))
+                module.weight.data.copy_(w)
+                masks[name] = z
+            del new
+        return [_row(b, name, m.weight, masks[name], target[(b, name)], m.weight.data, extras.get((b, name)))
+                for name, m in driver.linears(block)]  # rows in module order
 
     if method == "magnitude":
         with torch.no_grad():
             for b, block in enumerate(decoder_layers(model)):
-                dense = [(p, p.data) for p in block.parameters()] if restore else []
-                on_block(b, block, {})
-                for param, original in dense:
-                    param.data = original
+                with loaded(block):
+                    yield select(b, block, {})
     elif method in ("wanda", "sparsegpt"):
         if not samples:
             raise ValueError(f"method {method} needs calibration data; pass --calibration")
         collect = "wanda" if method == "wanda" else "hessian"
-        driver.run(model, samples, device, collect=collect, on_block=on_block, restore=restore,
-                   batch_tokens=batch_tokens, label=method)
+        prune = select if method == "wanda" else sparsegpt_block
+        for b, block, stats in driver.walk(model, samples, device, collect=collect, batch_tokens=batch_tokens,
+                                           label=method):
+            yield prune(b, block, stats)
     else:
         raise ValueError(f"unknown unstructured method {method!r}")
-    return rows
+
+
+def prune_unstructured(*args, **kwargs) -> list[dict]:
+    """All the mask rows of `prune_blocks` at once."""
+    return [row for rows in prune_blocks(*args, **kwargs) for row in rows]
 
 
 # --------------------------------------------------------------------------- stage
 
 
-def compute(model, spec: dict, samples=None, stats: dict | None = None) -> pd.DataFrame:
+def compute_frames(model, spec: dict, samples=None, stats: dict | None = None) -> Iterator[pd.DataFrame]:
+    """The masks table of `spec`'s variant, in parts: one per matrix for unstructured methods
+    (the model is pruned in place as they come; a part of SparseGPT holds one updated weight),
+    one for structured ones."""
     prune, stats = spec["prune"], stats or {}
     method = prune["method"]
     device = resolve_device(spec.get("device", "cpu"))
@@ -196,15 +213,20 @@ def compute(model, spec: dict, samples=None, stats: dict | None = None) -> pd.Da
         else:
             score = np.arange(L, dtype=np.float64)
             removed = structured.reverse_blocks(L, prune["layers"])
-        return pd.DataFrame({"block": np.arange(L), "score": score, "removed": [b in removed for b in range(L)]})
+        yield pd.DataFrame({"block": np.arange(L), "score": score, "removed": [b in removed for b in range(L)]})
+        return
     if method == "dense":
         raise ValueError("variant method dense has no masks; generate from the base model")
     group = "matrix" if prune.get("allocation") == "layerif" and method != "sparsegpt" else None
     target, extras = targets(model, prune, stats, samples, device)
-    # the masks are the product; the pruned model itself is not needed (export re-applies them)
-    rows = prune_unstructured(model, method, target, scores.parse_nm(prune.get("nm")), samples, device, group, extras,
-                              restore=True)
-    return pd.DataFrame(rows)
+    for rows in prune_blocks(model, method, target, scores.parse_nm(prune.get("nm")), samples, device, group, extras):
+        for row in rows:
+            yield as_table([row])
+
+
+def compute(model, spec: dict, samples=None, stats: dict | None = None) -> pd.DataFrame:
+    """The whole masks table of `spec`'s variant (see compute_frames)."""
+    return pd.concat(list(compute_frames(model, spec, samples, stats)), ignore_index=True)
 
 
 def read_stats(paths) -> dict:
@@ -228,9 +250,21 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     spec = spec_argument(args.spec)
     samples = read_calibration(args.calibration) if args.calibration else None
-    model = load_model(args.model, dtype=spec.get("dtype", "float32"))
-    table = compute(model, spec, samples, read_stats(args.stats))
-    write_table(table, args.out, spec)
+    stats = read_stats(args.stats)
+    # block by block from disk, unless LayerIF influence must be computed here (it needs the
+    # whole model at once)
+    layerif = spec["prune"].get("allocation") == "layerif"
+    whole = layerif and not spec["prune"].get("layerif", {}).get("scores") and "layerif" not in stats
+    model = (load_model if whole else load_lazily)(args.model, dtype=spec.get("dtype", "float32"))
+    summary = []  # the small columns of every part, for the closing line
+
+    def parts():
+        for frame in compute_frames(model, spec, samples, stats):
+            summary.append(frame.drop(columns=["zeroed", "values"], errors="ignore"))
+            yield frame
+
+    write_tables(parts(), args.out, spec)
+    table = pd.concat(summary)
     if "achieved_sparsity" in table:
         mean = float((table.achieved_sparsity * table.rows * table.cols).sum() / (table.rows * table.cols).sum())
         print(f"{spec.get('variant')}: {len(table)} matrices, mean sparsity {mean:.4f}", file=sys.stderr)
@@ -239,4 +273,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    from pipeline.environment import lean_process
+
+    lean_process()
     main()

@@ -84,4 +84,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    from pipeline.environment import lean_process
+
+    lean_process()
     main()

@@ -23,6 +23,7 @@ import torch
 
 from pipeline.artifacts import read_table, spec_argument, write_table
 from pipeline.calibration import read_calibration
+from pipeline.lazy_model import load_lazily, loaded
 from pipeline.models import decoder_layers, load_model, resolve_device
 from pipeline.prune import driver
 
@@ -46,8 +47,9 @@ def alphas(model) -> pd.DataFrame:
 
     rows = []
     for b, block in enumerate(decoder_layers(model)):
-        for name, m in driver.linears(block):
-            rows.append({"block": b, "name": name, "params": m.weight.numel(), "alpha": esd_alpha(m.weight)})
+        with loaded(block):
+            for name, m in driver.linears(block):
+                rows.append({"block": b, "name": name, "params": m.weight.numel(), "alpha": esd_alpha(m.weight)})
     return pd.DataFrame(rows)
 
 
@@ -112,10 +114,14 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     spec = spec_argument(args.spec)
     samples = read_calibration(args.calibration) if args.calibration else None
-    model = load_model(args.model, dtype=spec.get("dtype", "float32"))
+    # LayerIF needs the whole model at once; the others read one block at a time from disk
+    model = (load_model if args.kind == "layerif" else load_lazily)(args.model, dtype=spec.get("dtype", "float32"))
     table = compute(args.kind, model, samples, resolve_device(spec.get("device", "cpu")))
     write_table(table, args.out, spec, kind=args.kind)
 
 
 if __name__ == "__main__":
+    from pipeline.environment import lean_process
+
+    lean_process()
     main()

@@ -55,3 +55,35 @@ def test_file_without_provenance_is_reported(tmp_path):
     pd.DataFrame({"a": [1]}).to_parquet(path)
     with pytest.raises(ValueError, match="no prune-tts provenance"):
         artifacts.read_provenance(path)
+
+
+def test_parts_become_row_groups_of_one_file(tmp_path):
+    path = tmp_path / "masks.parquet"
+    parts = [pd.DataFrame({"block": [b], "name": ["q"], "values": [bytes([b]) * (b + 1)]}) for b in range(3)]
+
+    def written(frames):  # nothing is on disk before the last part is written
+        for frame in frames:
+            assert not path.exists()
+            yield frame
+
+    artifacts.write_tables(written(parts), path, {"variant": "v"})
+    assert artifacts.read_provenance(path)["config"] == {"variant": "v"}
+    back = list(artifacts.iter_tables(path))
+    assert [f.to_dict("records") for f in back] == [f.to_dict("records") for f in parts]
+    assert artifacts.read_table(path)["values"].tolist() == [b"\x00", b"\x01\x01", b"\x02\x02\x02"]
+
+
+def test_interrupted_stream_leaves_the_old_file(tmp_path):
+    path = tmp_path / "masks.parquet"
+    artifacts.write_table(pd.DataFrame({"a": [1]}), path, {"v": 1})
+
+    def dies():
+        yield pd.DataFrame({"a": [2]})
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        artifacts.write_tables(dies(), path, {"v": 2})
+    assert artifacts.read_table(path)["a"].tolist() == [1]
+    assert [p.name for p in tmp_path.iterdir()] == ["masks.parquet"]
+    with pytest.raises(ValueError, match="nothing to write"):
+        artifacts.write_tables(iter([]), tmp_path / "empty.parquet")

@@ -1,5 +1,7 @@
 """The block-by-block driver: statistics, sequential semantics, architectures."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -65,6 +67,7 @@ def test_statistics_and_shared_inputs(tiny_model):
     for name, H in seen[1].items():
         x = inputs[name]
         assert torch.allclose(H.double(), 2 / len(samples) * x.T @ x, rtol=1e-4, atol=1e-4), name
+        assert torch.equal(H, H.T), name  # accumulated above the diagonal, mirrored at the end
     s = seen[0]
     assert s["self_attn.q_proj"] is s["self_attn.k_proj"] is s["self_attn.v_proj"]
     assert s["mlp.gate_proj"] is s["mlp.up_proj"] and s["mlp.down_proj"] is not s["mlp.up_proj"]
@@ -88,11 +91,12 @@ def test_methods_on_each_architecture(tiny_model_factory, architecture, method):
     path = tiny_model_factory(architecture=architecture, layers=2)
     model = load_model(path)
     spec = {"prune": {"method": method, "sparsity": 0.5}, "device": "cpu"}
+    checkpoint = [f.read_bytes() for f in sorted(Path(path).glob("*.safetensors"))]
     table = compute(model, spec, _samples(n=4))
-    # the stage keeps the masks and hands the model back dense; without restore it stays pruned
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), load_model(path).state_dict().values()))
+    # pruned in place, yet the weights memory-mapped from the checkpoint never write through
+    assert [f.read_bytes() for f in sorted(Path(path).glob("*.safetensors"))] == checkpoint
     target = {(b, n): 0.5 for b, blk in enumerate(decoder_layers(model)) for n, _ in driver.linears(blk)}
-    again = prune_unstructured(model, method, target, None, _samples(n=4))
+    again = prune_unstructured(load_model(path), method, target, None, _samples(n=4))
     assert [r["zeroed"] for r in again] == list(table.zeroed)
     names = {n for n, _ in driver.linears(decoder_layers(model)[0])}
     assert len(table) == 2 * len(names) == 14 and "lm_head" not in set(table.name)
@@ -104,3 +108,42 @@ def test_methods_on_each_architecture(tiny_model_factory, architecture, method):
     dense = load_model(path)
     assert torch.equal(model.lm_head.weight, dense.lm_head.weight)
     assert torch.equal(model.model.embed_tokens.weight, dense.model.embed_tokens.weight)
+
+
+def test_dense_pass_stops_after_the_last_linear_input(tiny_model):
+    """Statistics with the dense pass cut short equal those of full passes, and the last
+    linear (the MLP down projection) runs only for the first batch."""
+    samples = _samples(n=6, length=20)
+    runs = {}
+    for cut in (True, False):
+        model = load_model(tiny_model)
+        calls = []
+        for block in decoder_layers(model):
+            block.mlp.down_proj.register_forward_hook(lambda *_: calls.append(1))
+        observe = None if cut else (lambda *_: None)  # observing needs the dense outputs
+        runs[cut] = ([{k: v.clone() for k, v in stats.items()}
+                      for _, _, stats in driver.walk(model, samples, collect="hessian", observe=observe,
+                                                     batch_tokens=40)], len(calls))
+    (cut, cut_calls), (full, full_calls) = runs[True], runs[False]
+    blocks, batches = len(cut), len(driver.batches(samples, 40))
+    assert batches == 3 and full_calls == 2 * blocks * batches - batches  # dense + pruned re-runs but the last
+    assert cut_calls == full_calls - blocks * (batches - 1)
+    for a, b in zip(cut, full):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_hessian_slabs_sum_to_the_full_product():
+    """Accumulated on and above the diagonal slabs, rescaled as a running mean, mirrored at the
+    end: the full symmetric 2/n sum of x^T x (several slabs wide)."""
+    torch.manual_seed(0)
+    width, seen = 2 * driver.GRAM_CHUNK + 88, 0
+    H = torch.zeros(width, width)
+    xs = [torch.randn(37, width) for _ in range(3)]
+    for x in xs:
+        n, seen = seen, seen + 1
+        driver._scale_upper(H, n / seen)
+        driver._add_gram(H, (2 / seen) ** 0.5 * x)
+    driver._mirror(H)
+    full = sum(x.double().T @ x.double() for x in xs) * 2 / len(xs)
+    assert torch.equal(H, H.T)
+    assert torch.allclose(H.double(), full, rtol=1e-5, atol=1e-4)

@@ -78,3 +78,17 @@ def test_masks_identical_to_llmcompressor(reference_python, tiny_model_factory, 
         assert np.array_equal(bits, ref == 0), (row["block"], row["name"], float((bits != (ref == 0)).mean()))
         ours = decoder_layers(model)[row["block"]].get_submodule(row["name"]).weight.detach().numpy()
         np.testing.assert_array_equal(ours, ref, err_msg=f"{row['block']}.{row['name']}")
+
+
+def test_speed_benchmark_runs_the_stage_path(reference_python):
+    """benchmarks/prune_speed.py at a toy size: ours as the masks stage runs it (model read
+    block by block, table written) agrees with llmcompressor mask for mask."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "prune_speed.py"), "--hidden", "128", "--blocks", "2",
+           "--samples", "4", "--length", "32", "--repeat", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PRUNE_TTS_REFERENCE_PYTHON": str(reference_python)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.split()}
+    for method in ("wanda", "sparsegpt"):
+        assert "mask agreement 100.0000%" in lines[method], proc.stdout
+        assert "time ratio" in lines[method] and "peak RSS" in lines[method]

@@ -5,7 +5,12 @@ keyword arguments the model passes its blocks: attention mask, position ids, rot
 `position_embeddings`), then for each block: run it dense with hooks on its nn.Linear modules
 that accumulate fp32 input statistics, let the method prune it, and re-run the pruned block to
 produce the next block's inputs. Statistics of block i thus come from the dense block i fed by
-the already pruned blocks 0..i-1. Only the current block sits on the accelerator.
+the already pruned blocks 0..i-1. Only the current block sits on the accelerator (and, for a
+model from pipeline.lazy_model, in memory at all).
+
+When only statistics are wanted from the dense pass (the outputs come from the pruned re-run),
+the dense pass stops once the last linear of the block has seen its input: that linear's own
+product (the MLP down projection, about a fifth of a block's work) is never computed.
 
 Linears fed the very same tensor (q/k/v, gate/up) share one accumulator: the statistics are
 identical, and for SparseGPT so are the Hessian and its inverse.
@@ -16,31 +21,22 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
+from pipeline import lazy_model
 from pipeline.models import decoder_layers
 
-# tokens per forward batch: enough rows for efficient matrix products, few enough that a
-# block's transient activations stay small next to the model
-DEFAULT_BATCH_TOKENS = 2048
+# tokens per forward batch: enough rows for efficient matrix products (as fast as 2048 on CPU),
+# few enough that a block's transient activations stay small next to the model
+DEFAULT_BATCH_TOKENS = 1024
 
 
 def linears(block: nn.Module) -> list[tuple[str, nn.Linear]]:
     """The prunable matrices of a decoder block, in module order (q, k, v, o, gate, up, down)."""
     return [(name, m) for name, m in block.named_modules() if isinstance(m, nn.Linear)]
-
-
-def _to(obj, device):
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, tuple | list):
-        return type(obj)(_to(o, device) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
-    return obj
 
 
 def batches(samples: Sequence[Sequence[int]], batch_tokens: int) -> list[list[int]]:
@@ -68,6 +64,7 @@ def capture_inputs(model, samples, device, batch_tokens=DEFAULT_BATCH_TOKENS) ->
         raise NotImplementedError(f"blocks with different attention types {sorted(types)} need per-type masks; not supported")
     inner = model.model
     moved = [m for m in (inner.embed_tokens, getattr(inner, "rotary_emb", None)) if m is not None]
+    lazy_model.load(inner.embed_tokens)
     for m in moved:
         m.to(device)
     captured = []
@@ -90,7 +87,8 @@ def capture_inputs(model, samples, device, batch_tokens=DEFAULT_BATCH_TOKENS) ->
     finally:
         handle.remove()
         for m in moved:
-            m.to("cpu")
+            if not lazy_model.release(m):
+                m.to("cpu")
     return captured
 
 
@@ -98,115 +96,160 @@ def _output(out):
     return out[0] if isinstance(out, tuple) else out
 
 
-def _add_gram(H: torch.Tensor, x: torch.Tensor, chunk: int = 512) -> None:
-    """H += x^T x. The product is symmetric: compute only the column chunks on and above the
-    diagonal (about half the multiply-adds for wide x) and add their mirror image below. Each
-    entry is the same dot product as in x.T @ x, added after rounding (not addmm_, whose fused
-    add rounds differently), and the temporary is one slab of columns, not a second H."""
-    n = x.shape[1]
-    for j in range(0, n, chunk):
-        k = min(j + chunk, n)
-        p = x[:, :k].T @ x[:, j:k]
-        H[:k, j:k] += p
-        H[j:k, :j] += p[:j].T
+# Hessians are kept as column slabs of this width on and above the diagonal while they
+# accumulate (see _add_gram)
+GRAM_CHUNK = 256
+
+
+def _slabs(n: int, chunk: int = GRAM_CHUNK):
+    return [(j, min(j + chunk, n)) for j in range(0, n, chunk)]
+
+
+def _add_gram(H: torch.Tensor, x: torch.Tensor) -> None:
+    """H += x^T x, on and above the diagonal slabs only. The product is symmetric: computing
+    the column slabs H[:k, j:k] alone takes about half the multiply-adds of x.T @ x for wide x;
+    `_mirror` copies them below once the sum is complete. Each entry is the same dot product
+    as in x.T @ x, added after rounding (not addmm_, whose fused add rounds differently), and
+    the temporary is one slab, not a second H."""
+    for j, k in _slabs(x.shape[1]):
+        H[:k, j:k] += x[:, :k].T @ x[:, j:k]
+
+
+def _scale_upper(H: torch.Tensor, factor: float) -> None:
+    """H *= factor on the part `_add_gram` keeps."""
+    for j, k in _slabs(H.shape[1]):
+        H[:k, j:k] *= factor
+
+
+def _mirror(H: torch.Tensor) -> None:
+    """Complete a sum of `_add_gram`s: each entry below the slabs equals its mirror image,
+    which received the very same additions."""
+    for j, k in _slabs(H.shape[1]):
+        H[k:, j:k] = H[j:k, k:].T
 
 
 class _Accumulator:
     """fp32 input statistics of a block's linears: 'wanda' (sum of x_j^2 over tokens, divided
-    by the number of sequences at the end) or 'hessian' (2 / nsamples * sum of x x^T)."""
+    by the number of sequences at the end) or 'hessian' (2 / nsamples * sum of x x^T).
+
+    `order` records the linears in the order the block calls them; once `stop_after` names
+    one, the forward is cut short (raises _Stop) right after that linear's input is recorded."""
 
     def __init__(self, block: nn.Module, kind: str):
         self.kind, self.sums, self.leader, self.nsamples, self.seen = kind, {}, {}, 0, {}
+        self.order: list[str] = []
+        self.stop_after: str | None = None
         self._last = (None, None)
         self.handles = [m.register_forward_pre_hook(self._hook(name)) for name, m in linears(block)]
 
     def _hook(self, name):
         def fn(_module, args):
-            x = args[0]
-            if self._last[0] is x:  # same input as the previous linear: share its statistics
-                self.leader.setdefault(name, self._last[1])
-                return
-            lead = self.leader.setdefault(name, name)
-            self._last = (x, lead)
-            cols = x.shape[-1]
-            if lead not in self.sums:
-                self.sums[lead] = x.new_zeros((cols,) if self.kind == "wanda" else (cols, cols), dtype=torch.float32)
-            x = x.reshape(-1, cols)
-            if self.kind == "wanda":
-                self.sums[lead] += x.float().square().sum(0)
-                return
-            # The running mean of the SparseGPT reference (and llmcompressor): rescale H, add
-            # (sqrt(2 / n) x)^T (sqrt(2 / n) x). The same value as 2 / n * sum x x^T, but
-            # rounded the same way as the reference, so that borderline weights (and every block
-            # after them) are pruned identically. `args[0]` is (sequences, tokens, cols).
-            n = self.seen.get(lead, 0)
-            self.seen[lead] = n + args[0].shape[0]
-            H = self.sums[lead]
-            H *= n / self.seen[lead]
-            _add_gram(H, math.sqrt(2 / self.seen[lead]) * x.float())
+            if name not in self.order:
+                self.order.append(name)
+            self._record(name, args[0])
+            if name == self.stop_after:
+                raise _Stop
 
         return fn
+
+    def _record(self, name, x):
+        if self._last[0] is x:  # same input as the previous linear: share its statistics
+            self.leader.setdefault(name, self._last[1])
+            return
+        lead = self.leader.setdefault(name, name)
+        self._last = (x, lead)
+        cols = x.shape[-1]
+        if lead not in self.sums:
+            self.sums[lead] = x.new_zeros((cols,) if self.kind == "wanda" else (cols, cols), dtype=torch.float32)
+        flat = x.reshape(-1, cols)
+        if self.kind == "wanda":
+            self.sums[lead] += flat.float().square().sum(0)
+            return
+        # The running mean of the SparseGPT reference (and llmcompressor): rescale H, add
+        # (sqrt(2 / n) x)^T (sqrt(2 / n) x). The same value as 2 / n * sum x x^T, but
+        # rounded the same way as the reference, so that borderline weights (and every block
+        # after them) are pruned identically. `x` is (sequences, tokens, cols).
+        n = self.seen.get(lead, 0)
+        self.seen[lead] = n + x.shape[0]
+        H = self.sums[lead]
+        _scale_upper(H, n / self.seen[lead])
+        _add_gram(H, math.sqrt(2 / self.seen[lead]) * flat.float())
 
     def finish(self) -> dict[str, torch.Tensor]:
         for h in self.handles:
             h.remove()
         self._last = (None, None)
-        if self.kind == "wanda":
-            for t in self.sums.values():
+        for t in self.sums.values():
+            if self.kind == "wanda":
                 t.mul_(1.0 / self.nsamples)
+            else:
+                _mirror(t)
         out = {name: self.sums[lead] for name, lead in self.leader.items()}
         self.sums = {}  # the caller owns the statistics now and may free them one by one
         return out
 
 
-def run(
+def walk(
     model,
     samples: Sequence[Sequence[int]],
     device: str = "cpu",
     collect: str | None = None,
-    on_block: Callable[[int, nn.Module, dict[str, torch.Tensor]], None] | None = None,
     observe: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
     propagate: str = "pruned",
-    restore: bool = False,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
     label: str = "block",
-) -> None:
-    """Walk the decoder blocks with the calibration `samples` (lists of token ids).
+) -> Iterator[tuple[int, nn.Module, dict[str, torch.Tensor]]]:
+    """Walk the decoder blocks with the calibration `samples` (lists of token ids), yielding
+    (i, block, statistics) once block i's dense pass is done; the caller may prune the block in
+    place before asking for the next one.
 
-    collect: None, 'wanda' or 'hessian': fp32 statistics handed to `on_block(i, block, stats)`
-    as {linear name: tensor}. `on_block` may prune the block in place. propagate 'pruned':
-    re-run the block afterwards so block i+1 sees pruned outputs; 'dense': pass on the dense
-    outputs (one forward per block; for statistics of the dense model). `observe(i, inputs,
-    outputs)` sees each batch's inputs and dense outputs of block i.
+    collect: None, 'wanda' or 'hessian': fp32 statistics as {linear name: tensor}. propagate
+    'pruned': re-run the block after the caller is done with it, so block i+1 sees pruned
+    outputs; 'dense': pass on the dense outputs (one forward per block; for statistics of the
+    dense model). `observe(i, inputs, outputs)` sees each batch's inputs and dense outputs of
+    block i.
     """
     if propagate not in ("pruned", "dense"):
         raise ValueError(f"propagate must be 'pruned' or 'dense', not {propagate!r}")
+    # the dense outputs are only needed to propagate them or to show them to `observe`
+    truncate = collect is not None and propagate == "pruned" and observe is None
     with torch.no_grad():
         layers = decoder_layers(model)
         data = capture_inputs(model, samples, device, batch_tokens)
         start = time.perf_counter()
         for i, block in enumerate(layers):
-            dense = [(p, p.data) for p in block.parameters()] if restore else []
+            lazy_model.load(block)
             block.to(device)
             acc = _Accumulator(block, collect) if collect else None
             for j, (hidden, kwargs) in enumerate(data):
-                out = _output(block(hidden, **kwargs))
+                try:
+                    out = _output(block(hidden, **kwargs))
+                except _Stop:
+                    out = None
                 if acc:
                     acc.nsamples += hidden.shape[0]
+                    if truncate:  # the first batch showed which linear the block calls last
+                        acc.stop_after = acc.order[-1]
                 if observe:
                     observe(i, hidden, out)
                 if propagate == "dense":  # this batch's input is spent: its output takes its place
                     data[j] = (out, kwargs)
                 del hidden, out
             stats = acc.finish() if acc else {}
-            if on_block:
-                on_block(i, block, stats)
-            del stats, acc
+            del acc
+            yield i, block, stats
+            del stats
             if propagate == "pruned" and i + 1 < len(layers):  # nothing reads the last block's outputs
                 for j, (hidden, kwargs) in enumerate(data):
                     data[j] = (_output(block(hidden, **kwargs)), kwargs)
-            for param, original in dense:
-                param.data = original
-            if device != "cpu" and not restore:
+            if not lazy_model.release(block) and device != "cpu":
                 block.to("cpu")
             print(f"{label} {i + 1}/{len(layers)} ({time.perf_counter() - start:.1f}s)", file=sys.stderr, flush=True)
+
+
+def run(model, samples, device: str = "cpu", on_block: Callable[[int, nn.Module, dict], None] | None = None,
+        **options) -> None:
+    """`walk`, calling `on_block(i, block, statistics)` at each block (which may prune it)."""
+    for i, block, stats in walk(model, samples, device, **options):
+        if on_block:
+            on_block(i, block, stats)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import torch
 
 
@@ -19,9 +20,11 @@ def inverse_hessian(hessian: torch.Tensor, damp: float = 0.01, overwrite: bool =
 
     Columns never activated (diag H = 0) get H_ii = 1; their weights must be zeroed by the
     caller. The result depends on H only, so matrices sharing an input share it.
-    overwrite: `hessian` (fp32) may be used as scratch space, saving a copy of it.
+    overwrite: `hessian` (fp32) may be used as scratch space, saving a copy of it; a caller
+    that keeps no reference of its own lets each intermediate go as soon as the next exists.
     """
     H = hessian.float() if overwrite else hessian.float().clone()
+    del hessian
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     idx = torch.arange(H.shape[0], device=H.device)
@@ -62,17 +65,17 @@ def sparsegpt(
     groups = [p.shape[0] for p in parts] if len(parts) > 1 else groups or [parts[0].shape[0]]
     # Work on W^T: a column of W is then a contiguous row, so the per-column updates below
     # stream through memory. Element by element the arithmetic is the reference's.
-    WT = torch.cat([p.detach().T.float() for p in parts], dim=1)  # always a new tensor
+    WT = torch.cat([p.detach().float() for p in parts]).T.contiguous()  # a new tensor (transposing after cat is fast)
     WT[dead] = 0
     cols, rows = WT.shape
     sparsities = sparsity if isinstance(sparsity, list | tuple) else [sparsity] * len(groups)
     bounds = torch.tensor([0] + groups).cumsum(0).tolist()
     maskT = torch.zeros_like(WT, dtype=torch.bool)
+    ErrT = torch.empty(min(blocksize, cols), rows, dtype=WT.dtype, device=WT.device)  # row i: column i's error
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
         W1 = WT[i1:i2]  # views: updated in place
         mask1 = maskT[i1:i2]
-        Err1 = torch.empty(rows, i2 - i1, dtype=WT.dtype, device=WT.device)
         Hinv1 = hinv[i1:i2, i1:i2]
         d1 = torch.diag(Hinv1).reshape(-1, 1)
         if nm is None:
@@ -80,19 +83,26 @@ def sparsegpt(
                 if s <= 0:
                     continue
                 tmp = W1[:, r1:r2] ** 2 / d1**2
-                # the int(numel * s)-th smallest (0-based), as sort(...)[int(numel * s)] in linear time
-                thresh = tmp.flatten().kthvalue(int(tmp.numel() * s) + 1).values
-                mask1[:, r1:r2] = tmp <= thresh
+                mask1[:, r1:r2] = tmp <= kth_smallest(tmp, int(tmp.numel() * s))
         for i in range(i2 - i1):
             if nm is not None and i % nm[1] == 0:
                 tmp = (W1[i : i + nm[1]] ** 2 / d1[i : i + nm[1]] ** 2).T  # rows x M, as the reference
                 mask1[i : i + nm[1]].T.scatter_(1, torch.topk(tmp, nm[0], dim=1, largest=False)[1], True)
-            w, pruned = W1[i], mask1[i]
-            err = torch.where(pruned, w, 0.0) / Hinv1[i, i]  # w - q: w where pruned, exactly 0 elsewhere
+            w, pruned, err = W1[i], mask1[i], ErrT[i]
+            # w - q: w where pruned, exactly 0 elsewhere; divided as the reference
+            torch.div(torch.where(pruned, w, 0.0), Hinv1[i, i], out=err)
             # rank-1 update; product and difference rounded separately (no fused multiply-add), as the reference
             W1[i + 1 :] -= torch.outer(Hinv1[i, i + 1 :], err)
             w.masked_fill_(pruned, 0)  # the pruned column q
-            Err1[:, i] = err
-        # the lazy update of all later columns, with the reference's operands (Err1 @ Hinv)
-        WT[i2:] -= Err1.matmul(hinv[i1:i2, i2:]).T
+        # the lazy update of all later columns, with the reference's operands (Err1 @ Hinv; a
+        # transposed product would round differently)
+        WT[i2:] -= ErrT[: i2 - i1].T.contiguous().matmul(hinv[i1:i2, i2:]).T
     return WT.T.contiguous(), maskT.T.contiguous()
+
+
+def kth_smallest(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th smallest (0-based) element of `x`, as sort(x.flatten())[k], in linear time."""
+    if x.device.type == "cpu":  # numpy's introselect is several times faster than torch.kthvalue on CPU
+        flat = x.detach().reshape(-1).numpy()
+        return torch.tensor(np.partition(flat, k)[k], dtype=x.dtype)
+    return x.flatten().kthvalue(k + 1).values
