@@ -132,8 +132,11 @@ def write_tables(frames: Iterable[pd.DataFrame], path: str | Path, spec: dict | 
                     meta = dict(table.schema.metadata or {})
                     meta[METADATA_KEY] = json.dumps(provenance(spec, seed, **extra), default=str).encode()
                     schema = table.schema.with_metadata(meta)
+                    # binary cells (packed masks, weights) are large and random: no dictionary,
+                    # statistics or compression, which would only cost time and memory
                     small = [f.name for f in schema if not pa.types.is_binary(f.type)]
-                    writer = pq.ParquetWriter(tmp, schema, use_dictionary=small, write_statistics=small)
+                    writer = pq.ParquetWriter(tmp, schema, use_dictionary=small, write_statistics=small,
+                                              compression={f.name: "snappy" if f.name in small else "none" for f in schema})
                     writer.write_table(table.replace_schema_metadata(meta))
                 else:
                     writer.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False))

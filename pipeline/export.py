@@ -45,13 +45,13 @@ def apply_masks(model, table) -> None:
             if tuple(weight.shape) != (row.rows, row.cols):
                 raise ValueError(f"masks for block {row.block} {row.name} are {row.rows}x{row.cols}; the model's "
                                  f"matrix is {tuple(weight.shape)}: masks and model do not belong together")
-            if row.values is not None:
-                if len(row.values) != weight.numel() * weight.element_size():
+            zeroed = torch.from_numpy(unpack(row)).to(weight.device)
+            if row.values is not None:  # the surviving weights, as the method updated them, in row-major order
+                if len(row.values) != int((~zeroed).sum()) * weight.element_size():
                     raise ValueError(f"block {row.block} {row.name}: stored values do not match dtype {weight.dtype}; "
                                      "compute masks and export with the same dtype")
-                weight.copy_(torch.frombuffer(bytearray(row.values), dtype=weight.dtype).reshape(weight.shape))
-            else:
-                weight.masked_fill_(torch.from_numpy(unpack(row)), 0)
+                weight.masked_scatter_(~zeroed, torch.frombuffer(bytearray(row.values), dtype=weight.dtype).to(weight.device))
+            weight.masked_fill_(zeroed, 0)
 
 
 def export(manifest, masks, spec: dict, out) -> Path:

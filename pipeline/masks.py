@@ -7,7 +7,7 @@
 allocation, owl|alphapruning|layerif, layers}, device}. Unstructured methods write one row per
 matrix, each written (as its own Parquet row group) as soon as its block is pruned
 (docs/ARCHITECTURE.md: block, name, rows, cols, target/achieved sparsity, packed
-`zeroed` mask, SparseGPT's updated `values`, the allocation's inputs); shortgpt and reverse one
+`zeroed` mask, SparseGPT's updated surviving weights as `values`, the allocation's inputs); shortgpt and reverse one
 row per block (block, score, removed). Statistics shared by variants (pipeline.stats) are read
 from --stats when given and computed here otherwise. Statistics are fp32 whatever the dtype.
 """
@@ -108,18 +108,20 @@ def targets(model, prune: dict, stats: dict, samples, device) -> tuple[dict, dic
 # --------------------------------------------------------------------------- unstructured
 
 
-def _row(block, name, weight, mask, target, values=None, extra=None) -> dict:
-    """One matrix's row; `values` (SparseGPT's updated weight) stays a tensor until `as_table`."""
+def _row(block, name, weight, mask, target, updated: bool = False, extra=None) -> dict:
+    """One matrix's row. `updated` (SparseGPT): keep the surviving weights, which the method
+    changed, as `values` (a tensor until `as_table`)."""
     return {
         "block": block, "name": name, "rows": weight.shape[0], "cols": weight.shape[1],
         "target_sparsity": target, "achieved_sparsity": float(mask.float().mean()),
-        "zeroed": np.packbits(mask.cpu().numpy().reshape(-1)).tobytes(), "values": values,
+        "zeroed": np.packbits(mask.cpu().numpy().reshape(-1)).tobytes(),
+        "values": weight.detach()[~mask] if updated else None,
         "outlier_ratio": None, "alpha": None, "influence": None, **(extra or {}),
     }
 
 
 def as_table(rows: list[dict]) -> pd.DataFrame:
-    """Mask rows as a table, tensors of updated weights as their raw bytes."""
+    """Mask rows as a table, tensors of surviving weights as their raw bytes."""
     def raw(t):
         return None if t is None else t.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes()
 
@@ -147,7 +149,7 @@ def prune_blocks(model, method: str, target: dict, nm=None, samples=None, device
             mask = scores.select(score, s, nm, group)
             del score
             W.data.masked_fill_(mask, 0)
-            rows.append(_row(b, name, W, mask, s, None, extras.get((b, name))))
+            rows.append(_row(b, name, W, mask, s, extra=extras.get((b, name))))
         return rows
 
     def sparsegpt_block(b, block, stats) -> list[dict]:
@@ -166,7 +168,7 @@ def prune_blocks(model, method: str, target: dict, nm=None, samples=None, device
                 module.weight.data.copy_(w)
                 masks[name] = z
             del new
-        return [_row(b, name, m.weight, masks[name], target[(b, name)], m.weight.data, extras.get((b, name)))
+        return [_row(b, name, m.weight, masks[name], target[(b, name)], True, extras.get((b, name)))
                 for name, m in driver.linears(block)]  # rows in module order
 
     if method == "magnitude":
