@@ -87,3 +87,17 @@ def test_interrupted_stream_leaves_the_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["masks.parquet"]
     with pytest.raises(ValueError, match="nothing to write"):
         artifacts.write_tables(iter([]), tmp_path / "empty.parquet")
+
+
+def test_artifacts_get_the_permissions_of_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        artifacts.write_table(pd.DataFrame({"a": [1]}), tmp_path / "t.parquet", {"v": 1})
+        with artifacts.atomic_dir(tmp_path / "ckpt") as tmp:
+            (tmp / "config.json").write_text("{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "t.parquet").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "ckpt").stat().st_mode & 0o777 == 0o755
