@@ -64,15 +64,15 @@ def load_lazily(path, dtype: str = "float32"):
     with init_empty_weights():  # parameters on meta; buffers (rotary frequencies) computed as usual
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), dtype=dtype_)
     layers = decoder_layers(model)
-    prefixes = {id(block): f"model.layers.{i}." for i, block in enumerate(layers)}
-    wanted = [prefixes[id(b)] + n for b in layers for n in b.state_dict()] + ["model.embed_tokens.weight"]
+    prefixes = [f"model.layers.{i}." for i in range(len(layers))]
+    wanted = [p + n for p, b in zip(prefixes, layers) for n in b.state_dict()] + ["model.embed_tokens.weight"]
     missing = [key for key in wanted if key not in index]
     if missing:
         warnings.warn(f"{folder}: {'no safetensors files' if not index else f'no tensor {missing[0]}'}; "
                       "reading the whole model into memory", stacklevel=2)
         return load_model(path, dtype=dtype)
-    for block in layers:
-        setattr(block, _SOURCE, (prefixes[id(block)], index, dtype_))
+    for prefix, block in zip(prefixes, layers):
+        setattr(block, _SOURCE, (prefix, index, dtype_))
     for name, child in model.model.named_children():
         if name == "embed_tokens":
             setattr(child, _SOURCE, ("model.embed_tokens.", index, dtype_))

@@ -64,7 +64,7 @@ def test_stacked_groups_equal_separate_runs():
     W, H = _problem(rows=30)
     hinv, dead = inverse_hessian(H)
     parts = W.split([10, 20])
-    stacked, mask = sparsegpt(W, hinv, dead, [0.3, 0.6], groups=[10, 20])
+    stacked, mask = sparsegpt(list(parts), hinv, dead, [0.3, 0.6])
     for part, s, out, m in zip(parts, (0.3, 0.6), stacked.split([10, 20]), mask.split([10, 20])):
         alone, alone_mask = sparsegpt(part, hinv, dead, s)
         assert torch.equal(alone_mask, m)

@@ -136,7 +136,7 @@ class _Accumulator:
     one, the forward is cut short (raises _Stop) right after that linear's input is recorded."""
 
     def __init__(self, block: nn.Module, kind: str):
-        self.kind, self.sums, self.leader, self.nsamples, self.seen = kind, {}, {}, 0, {}
+        self.kind, self.sums, self.leader, self.nsamples = kind, {}, {}, 0  # sequences so far, this batch's included
         self.order: list[str] = []
         self.stop_after: str | None = None
         self._last = (None, None)
@@ -169,11 +169,9 @@ class _Accumulator:
         # (sqrt(2 / n) x)^T (sqrt(2 / n) x). The same value as 2 / n * sum x x^T, but
         # rounded the same way as the reference, so that borderline weights (and every block
         # after them) are pruned identically. `x` is (sequences, tokens, cols).
-        n = self.seen.get(lead, 0)
-        self.seen[lead] = n + x.shape[0]
-        H = self.sums[lead]
-        _scale_upper(H, n / self.seen[lead])
-        _add_gram(H, math.sqrt(2 / self.seen[lead]) * flat.float())
+        H, seen = self.sums[lead], self.nsamples
+        _scale_upper(H, (seen - x.shape[0]) / seen)
+        _add_gram(H, math.sqrt(2 / seen) * flat.float())
 
     def finish(self) -> dict[str, torch.Tensor]:
         for h in self.handles:
@@ -222,14 +220,14 @@ def walk(
             block.to(device)
             acc = _Accumulator(block, collect) if collect else None
             for j, (hidden, kwargs) in enumerate(data):
+                if acc:
+                    acc.nsamples += hidden.shape[0]
                 try:
                     out = _output(block(hidden, **kwargs))
                 except _Stop:
                     out = None
-                if acc:
-                    acc.nsamples += hidden.shape[0]
-                    if truncate:  # the first batch showed which linear the block calls last
-                        acc.stop_after = acc.order[-1]
+                if acc and truncate:  # the first batch showed which linear the block calls last
+                    acc.stop_after = acc.order[-1]
                 if observe:
                     observe(i, hidden, out)
                 if propagate == "dense":  # this batch's input is spent: its output takes its place

@@ -47,7 +47,6 @@ def sparsegpt(
     sparsity: float | list[float] | None,
     nm: tuple[int, int] | None = None,
     blocksize: int = 128,
-    groups: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Prune `weight` given `inverse_hessian(H)`. Returns (updated fp32 weight, mask), mask
     True where a weight was pruned.
@@ -58,11 +57,11 @@ def sparsegpt(
     columns of each row, scored on the already updated weights.
 
     Rows evolve independently given H, so matrices sharing an input (q/k/v, gate/up) can be
-    pruned in one pass: pass them as a list (or stacked, with their row counts as `groups`),
-    `sparsity` one value per group; each group's mask is still chosen over its own rows only.
+    pruned in one pass: pass them as a list and `sparsity` one value per matrix; each matrix's
+    mask is still chosen over its own rows only.
     """
     parts = list(weight) if isinstance(weight, list | tuple) else [weight]
-    groups = [p.shape[0] for p in parts] if len(parts) > 1 else groups or [parts[0].shape[0]]
+    groups = [p.shape[0] for p in parts]
     # Work on W^T: a column of W is then a contiguous row, so the per-column updates below
     # stream through memory. Element by element the arithmetic is the reference's.
     WT = torch.cat([p.detach().float() for p in parts]).T.contiguous()  # a new tensor (transposing after cat is fast)
