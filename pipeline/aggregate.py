@@ -40,7 +40,7 @@ from pipeline.artifacts import atomic_path, read_table, spec_argument
 from pipeline.tables import variant_order
 
 CELL = ["model", "variant", "benchmark", "budget"]
-VARIANT_FIELDS = ["method", "sparsity", "allocation", "layers"]
+VARIANT_FIELDS = ["method", "sparsity", "nm", "allocation", "layers"]
 
 
 # --------------------------------------------------------------------------- estimators

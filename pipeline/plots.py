@@ -25,6 +25,9 @@ from pipeline.artifacts import atomic_path, spec_argument  # noqa: E402
 from pipeline.tables import describe, variant_order  # noqa: E402
 
 FORMATS = ("png", "svg")
+# 20 colours and 7 markers: with 7 prime to 20, no two of the first 140 lines share both
+PALETTE = [plt.get_cmap("tab20")(i) for i in (0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19)]
+MARKERS = ["s", "^", "D", "v", "P", "X", "<"]
 # reproducible SVGs: no timestamp, fixed element ids
 matplotlib.rcParams["svg.hashsalt"] = "prune-tts"
 
@@ -47,17 +50,37 @@ def _save(fig, stem: Path) -> None:
     plt.close(fig)
 
 
+def line_styles(names: list[str], dense: set[str]) -> dict[str, dict]:
+    """One look per line, the same in every panel: dense black, thick and on top; every other
+    line its own pair of colour and marker."""
+    styles, index = {}, 0
+    for name in names:
+        if name in dense:
+            styles[name] = {"color": "black", "marker": "o", "linewidth": 2.6, "zorder": 5}
+        else:
+            styles[name] = {"color": PALETTE[index % len(PALETTE)], "marker": MARKERS[index % len(MARKERS)],
+                            "linewidth": 1.3, "zorder": 3}
+            index += 1
+    return styles
+
+
+def _draw(ax, x, line: pd.DataFrame, label: str, style: dict) -> None:
+    ax.plot(x, line["accuracy"], label=label, markersize=5, **style)
+    ax.fill_between(x, line["ci_low"], line["ci_high"], color=style["color"], alpha=0.12, linewidth=0,
+                    zorder=style["zorder"] - 1)
+
+
 def accuracy_vs_budget(table: pd.DataFrame, model: str, spec: dict, out_dir: Path) -> None:
     fig, axes = _panels(spec["benchmarks"])
     part = table[(table["model"] == model) & (table["status"] != "missing")]
+    order = variant_order(spec)
+    styles = line_styles(order, {v for v in order if spec["variants"][v]["method"] == "dense"})
     for benchmark, ax in axes.items():
-        for variant in variant_order(spec):
+        for variant in order:
             line = part[(part["benchmark"] == benchmark) & (part["variant"] == variant)].sort_values("budget")
             if line.empty:
                 continue
-            label = describe(line.iloc[0])
-            drawn = ax.plot(line["budget"], line["accuracy"], marker="o", label=label)
-            ax.fill_between(line["budget"], line["ci_low"], line["ci_high"], color=drawn[0].get_color(), alpha=0.15)
+            _draw(ax, line["budget"], line, describe(line.iloc[0]), styles[variant])
         ax.set_xscale("log", base=2)
         ax.set_xticks(spec["budgets"], [str(b) for b in spec["budgets"]])
         _style(ax, benchmark, "thinking budget (tokens)")
@@ -88,21 +111,39 @@ def accuracy_vs_sparsity(table: pd.DataFrame, model: str, spec: dict, out_dir: P
     unstructured = part[part["sparsity"].notna() & (part["method"] != "dense")]
     families = unstructured[["method", "allocation"]].drop_duplicates().itertuples(index=False)
     families = list(families)
+    styles = line_styles([f"{method} ({allocation})" for method, allocation in families], set())
     for benchmark, ax in axes.items():
         base = dense[dense["benchmark"] == benchmark].head(1)
         for method, allocation in families:
             line = unstructured[(unstructured["benchmark"] == benchmark) & (unstructured["method"] == method)
                                 & (unstructured["allocation"] == allocation)]
             line = pd.concat([base.assign(sparsity=0.0), line]).sort_values("sparsity")
-            drawn = ax.plot(line["sparsity"], line["accuracy"], marker="o", label=f"{method} ({allocation})")
-            ax.fill_between(line["sparsity"], line["ci_low"], line["ci_high"], color=drawn[0].get_color(), alpha=0.15)
-        if not families and not base.empty:
-            ax.plot([0.0], base["accuracy"], marker="o", label="dense")
+            name = f"{method} ({allocation})"
+            _draw(ax, line["sparsity"], line, name, styles[name])
+        if not base.empty:
+            ax.plot([0.0], base["accuracy"], marker="o", color="black", markersize=8, linestyle="none",
+                    label="dense", zorder=6)
         if not families:
             ax.text(0.5, 0.5, "no unstructured variants", transform=ax.transAxes, ha="center", alpha=0.6)
         _style(ax, benchmark, "sparsity")
     _finish(fig, axes, f"{model}: accuracy vs sparsity (thinking budget {budget})",
             out_dir / f"accuracy_vs_sparsity-{model}")
+
+
+def training_loss(history: pd.DataFrame, model: str, stem: str | Path) -> None:
+    """The demo model's training loss per step (log scale), with a running mean."""
+    fig, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")
+    ax.plot(history["step"], history["loss"], color=PALETTE[0], alpha=0.35, linewidth=0.8, label="batch loss")
+    smooth = history["loss"].rolling(25, min_periods=1).mean()
+    ax.plot(history["step"], smooth, color=PALETTE[0], linewidth=2, label="running mean (25 steps)")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss per predicted token")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    seconds = history["seconds"].iloc[-1]
+    ax.set_title(f"{model}: training ({int(history['tokens'].iloc[-1]):,} tokens, {seconds:.0f} s)")
+    _save(fig, Path(stem))
 
 
 def main(argv: list[str] | None = None) -> int:

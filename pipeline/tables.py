@@ -26,7 +26,8 @@ def pivot_paths(out_dir: str | Path, model: str, budget: int) -> tuple[Path, Pat
 
 
 def describe(row) -> str:
-    """A variant as the paper names it: "Wanda 20% (OWL)", "ShortGPT, 2 blocks removed", "dense"."""
+    """A variant as the paper names it: "wanda 20% (owl)", "wanda 2:4", "shortgpt, 2 blocks
+    removed", "dense"."""
     method = str(row["method"])
     if method == "dense":
         return "dense"
@@ -34,7 +35,11 @@ def describe(row) -> str:
         n = int(row["layers"])
         return f"{method}, {n} block{'s' if n > 1 else ''} removed"
     allocation = row.get("allocation")
-    sparsity = f" {row['sparsity']:.0%}" if pd.notna(row.get("sparsity")) else ""
+    nm = row.get("nm")
+    if isinstance(nm, str) and nm:
+        sparsity = f" {nm}"
+    else:
+        sparsity = f" {row['sparsity']:.0%}" if pd.notna(row.get("sparsity")) else ""
     named = isinstance(allocation, str) and allocation != "uniform"
     return f"{method}{sparsity}" + (f" ({allocation})" if named else "")
 
@@ -58,7 +63,8 @@ def _markdown(table: pd.DataFrame, model: str, budget: int, spec: dict) -> str:
     part = table[(table["model"] == model) & (table["budget"] == budget)].set_index(["variant", "benchmark"])
     benchmarks = spec["benchmarks"]
     lines = [f"### {model}, thinking budget {budget}", "",
-             "accuracy ± std over seeds; Δ: difference to dense with its paired bootstrap interval",
+             "accuracy [bootstrap confidence interval over problems] ± std over seeds; "
+             "Δ: difference to dense with its paired bootstrap interval",
              "", "| variant | " + " | ".join(benchmarks) + " |", "|---|" + "---|" * len(benchmarks)]
     for variant in variant_order(spec):
         cells = []
@@ -68,6 +74,8 @@ def _markdown(table: pd.DataFrame, model: str, budget: int, spec: dict) -> str:
                 cells.append("missing")
                 continue
             text = f"{row['accuracy']:.4f}"
+            if pd.notna(row.get("ci_low")):
+                text += f" [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
             if pd.notna(row["accuracy_std"]):
                 text += f" ± {row['accuracy_std']:.4f}"
             if pd.notna(row.get("delta_vs_dense")) and spec["variants"][variant]["method"] != "dense":
