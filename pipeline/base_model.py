@@ -15,6 +15,11 @@ from pipeline.artifacts import spec_argument, write_json
 
 
 def resolve(spec: dict, out: Path) -> dict:
+    if "demo" in spec and "train" in spec["demo"]:
+        trained = out.parent / "trained"  # written by pipeline.train_demo
+        if not (trained / "config.json").exists():
+            raise FileNotFoundError(f"{trained} holds no trained model; run the train_demo rule first")
+        return {"name": spec["name"], "source": "demo", "path": "trained", "revision": None}
     if "demo" in spec:
         from pipeline import demo_model
 

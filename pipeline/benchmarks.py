@@ -55,10 +55,12 @@ def resolve_definition(name: str, overrides: dict) -> dict:
     """The built-in definition of `name` (if any) updated by the config's overrides.
     A `file` override replaces the Hub source, and its columns replace the built-in ones."""
     base = dict(BUILTIN.get(name, {}))
-    if "file" in overrides:
+    if "file" in overrides or "demo_task" in overrides:
         for key in ("hub", "config_name", "split", "revision", "gated", "columns"):
             base.pop(key, None)
     merged = {**base, **overrides}
+    if "demo_task" in overrides and "grader" not in overrides:
+        merged["grader"] = "choice" if overrides["demo_task"]["form"] == "choice" else "math"
     merged["columns"] = {**base.get("columns", {}), **overrides.get("columns", {})}
     return merged
 
@@ -158,6 +160,8 @@ def preflight(definition: dict, name: str = "benchmark") -> str | None:
     nothing: a local file must exist; a Hub data set is asked for its metadata, or looked up in
     the local cache when HF_HUB_OFFLINE=1."""
     key = f"benchmarks.{name}"
+    if "demo_task" in definition:
+        return None  # generated on the spot
     if "file" in definition:
         return None if Path(definition["file"]).expanduser().exists() else _missing_file(definition["file"], name)
     if not definition.get("hub"):
@@ -285,7 +289,13 @@ def _validate(table: pd.DataFrame, definition: dict, name: str) -> None:
 
 def load(name: str, definition: dict) -> pd.DataFrame:
     """Read and normalise one benchmark."""
-    if "file" in definition:
+    if "demo_task" in definition:
+        from pipeline import demo_task
+
+        generated = definition["demo_task"]
+        raw = pd.DataFrame(demo_task.benchmark_rows(generated.get("task", {}), generated["form"],
+                                                    generated.get("problems", 100), generated.get("seed", 1)))
+    elif "file" in definition:
         raw = _read_file(definition["file"], name)
     elif definition.get("hub"):
         raw = _read_hub(definition, name)

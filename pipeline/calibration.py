@@ -151,12 +151,18 @@ def sample(calibration: dict, tokenizer) -> list[list[int]]:
         if len(chunks) < n:
             raise ValueError(f"pg19 validation gives {len(chunks)} chunks; fewer than samples {n}")
         return [tokenizer(c, truncation=True, max_length=length)["input_ids"] for c in rng.sample(chunks, n)]
+    if source == "demo_task":
+        from pipeline import demo_task
+
+        # about 60 tokens a worked problem: enough text for every window
+        text = demo_task.calibration_text(calibration.get("task", {}), n * max(4, length // 20), calibration["seed"])
+        return from_stream(tokenize(text), n, length, rng, "demo_task calibration text")
     if source == "file":
         docs = read_documents(calibration["path"])
         if any(len(tokenize(d)) > length for d in docs):
             return from_documents(docs, tokenize, n, length, rng)
         return from_stream(tokenize("\n\n".join(docs)), n, length, rng, f"calibration file {calibration['path']}")
-    raise ValueError(f"unknown calibration source {source!r}; choose c4, pg19, wikitext2 or file")
+    raise ValueError(f"unknown calibration source {source!r}; choose c4, pg19, wikitext2, file or demo_task")
 
 
 def read_calibration(path) -> list[list[int]]:

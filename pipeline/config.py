@@ -168,12 +168,15 @@ def _semantic_problems(config: dict) -> list[str]:
                 problems.append(f"models.{name}.delimiters: template generic needs {', '.join(missing)}")
         if "demo" in model:
             demo = model["demo"]
-            if demo["hidden"] % demo["heads"] or demo["heads"] % demo["kv_heads"]:
+            head_dim = demo.get("head_dim") or demo["hidden"] // demo["heads"]
+            if "head_dim" in demo and demo["architecture"] != "qwen3":
+                problems.append(f"models.{name}.demo.head_dim: only the qwen3 architecture sets it; remove it")
+            elif ("head_dim" not in demo and demo["hidden"] % demo["heads"]) or demo["heads"] % demo["kv_heads"]:
                 problems.append(f"models.{name}.demo: hidden must divide by heads and heads by kv_heads")
-            elif demo["hidden"] // demo["heads"] < 32:
+            elif head_dim < 32:
                 problems.append(
-                    f"models.{name}.demo: head size hidden/heads = {demo['hidden'] // demo['heads']} "
-                    "is below 32, which vLLM's CPU attention rejects; raise hidden or lower heads"
+                    f"models.{name}.demo: head size {head_dim} is below 32, which vLLM's CPU attention "
+                    "rejects; raise hidden or head_dim, or lower heads"
                 )
     for name, spec in config["variants"].items():
         key = f"variants.{name}"
@@ -212,16 +215,22 @@ def _semantic_problems(config: dict) -> list[str]:
             for model_name, model in config["models"].items():
                 if "demo" in model and spec.get("layers", 0) >= model["demo"]["layers"]:
                     problems.append(f"{key}.layers: removes {spec['layers']} of {model_name}'s {model['demo']['layers']} blocks")
+    task = config["demo_task"]
+    if task["min_terms"] > task["max_terms"]:
+        problems.append(f"demo_task: min_terms {task['min_terms']} exceeds max_terms {task['max_terms']}")
+    for name, model in config["models"].items():
+        if is_trained_demo(config, name) and model["template"] != "qwen3":
+            problems.append(f"models.{name}.template: the trained demo model thinks in the Qwen3 format; set template: qwen3")
     for name, calibration in config["calibration"].items():
         if calibration["source"] == "file" and "path" not in calibration:
             problems.append(f"calibration.{name}: source file needs path (a local text file)")
     for name, bench in config["benchmarks"].items():
-        if name not in BUILTIN and "file" not in bench and "hub" not in bench:
+        if name not in BUILTIN and not {"file", "hub", "demo_task"} & set(bench):
             problems.append(
                 f"benchmarks.{name}: not a built-in benchmark ({', '.join(BUILTIN)}); "
                 "give file (a local JSONL/CSV/Parquet) or hub, and grader"
             )
-        if name not in BUILTIN and "grader" not in bench:
+        if name not in BUILTIN and "grader" not in bench and "demo_task" not in bench:
             problems.append(f"benchmarks.{name}: custom benchmarks need grader (integer, number, math or choice)")
     if config["generation"]["wait"]["times"] and not config["generation"]["wait"]["string"].strip():
         problems.append("generation.wait.string: must not be empty when generation.wait.times > 0")
@@ -282,14 +291,25 @@ def spec_hash(obj) -> str:
 
 
 def model_source(config: dict, model: str) -> dict:
-    """What identifies the base model's weights (not how it is prompted)."""
+    """What identifies the base model's weights (not how it is prompted); a trained demo model
+    is identified by its task too."""
     spec = config["models"][model]
     keys = ("hub", "revision") if "hub" in spec else ("path",) if "path" in spec else ("demo",)
-    return {"name": model, **{k: spec[k] for k in keys}}
+    source = {"name": model, **{k: spec[k] for k in keys}}
+    if is_trained_demo(config, model):
+        source["task"] = config["demo_task"]
+    return source
+
+
+def is_trained_demo(config: dict, model: str) -> bool:
+    return "train" in config["models"][model].get("demo", {})
 
 
 def calibration_slice(config: dict, model: str, calibration: str) -> dict:
-    return {"model": model_source(config, model), "calibration": config["calibration"][calibration]}
+    spec = dict(config["calibration"][calibration])
+    if spec["source"] == "demo_task":
+        spec["task"] = config["demo_task"]
+    return {"model": model_source(config, model), "calibration": spec}
 
 
 def mask_slice(config: dict, model: str, variant: str) -> dict:
@@ -335,7 +355,10 @@ def generation_slice(config: dict, model: str, variant: str, benchmark: str) -> 
 def benchmark_slice(config: dict, benchmark: str) -> dict:
     from pipeline.benchmarks import resolve_definition
 
-    return {"benchmark": benchmark, "definition": resolve_definition(benchmark, config["benchmarks"][benchmark])}
+    definition = resolve_definition(benchmark, config["benchmarks"][benchmark])
+    if "demo_task" in definition:
+        definition["demo_task"] = {**definition["demo_task"], "task": config["demo_task"]}
+    return {"benchmark": benchmark, "definition": definition}
 
 
 def grading_slice(config: dict, benchmark: str) -> dict:

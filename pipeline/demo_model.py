@@ -57,18 +57,23 @@ def _corpus(seed: int, lines: int = 3000) -> list[str]:
     return out
 
 
-def build_tokenizer(vocab: int, seed: int = 0, default_system: bool = False):
+def build_tokenizer(vocab: int, seed: int = 0, default_system: bool = False, corpus: list[str] | None = None):
+    """A byte-level BPE tokenizer trained on `corpus`, whose digits stay single tokens as in
+    Qwen's tokenizers; by default on math-like text."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.pre_tokenizer = byte_level if corpus is None else pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), byte_level]
+    )
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab, special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
-    core.train_from_iterator(_corpus(seed), trainer=trainer)
+    core.train_from_iterator(corpus or _corpus(seed), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         additional_special_tokens=SPECIAL_TOKENS[1:2] + SPECIAL_TOKENS[3:],
@@ -82,16 +87,13 @@ def build_tokenizer(vocab: int, seed: int = 0, default_system: bool = False):
     return tokenizer
 
 
-def build(out_dir: str | Path, spec: dict | None = None) -> Path:
-    """Write a tiny random model and its tokenizer to `out_dir`; return the folder."""
+def make_model(spec: dict, tokenizer):
+    """A model of `spec` (see DEFAULTS) with random weights, for `tokenizer`."""
     import torch
     import transformers
 
-    spec = {**DEFAULTS, **(spec or {})}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = {**DEFAULTS, **spec}
     arch = spec["architecture"]
-    tokenizer = build_tokenizer(spec["vocab"], spec["seed"], default_system=(arch == "qwen2"))
     common = dict(
         vocab_size=len(tokenizer), hidden_size=spec["hidden"], intermediate_size=spec["intermediate"],
         num_hidden_layers=spec["layers"], num_attention_heads=spec["heads"],
@@ -101,7 +103,7 @@ def build(out_dir: str | Path, spec: dict | None = None) -> Path:
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
     )
     if arch == "qwen3":
-        config = transformers.Qwen3Config(head_dim=spec["hidden"] // spec["heads"], **common)
+        config = transformers.Qwen3Config(head_dim=spec.get("head_dim") or spec["hidden"] // spec["heads"], **common)
         model_class = transformers.Qwen3ForCausalLM
     elif arch == "qwen2":
         config = transformers.Qwen2Config(**common)
@@ -114,10 +116,23 @@ def build(out_dir: str | Path, spec: dict | None = None) -> Path:
     torch.manual_seed(spec["seed"])
     model = model_class(config).to(torch.float32)
     model.generation_config.eos_token_id = common["eos_token_id"]
+    return model
+
+
+def save(model, tokenizer, out_dir: str | Path, spec: dict) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "demo_spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
     return out_dir
+
+
+def build(out_dir: str | Path, spec: dict | None = None) -> Path:
+    """Write a tiny random model and its tokenizer to `out_dir`; return the folder."""
+    spec = {**DEFAULTS, **(spec or {})}
+    tokenizer = build_tokenizer(spec["vocab"], spec["seed"], default_system=(spec["architecture"] == "qwen2"))
+    return save(make_model(spec, tokenizer), tokenizer, out_dir, spec)
 
 
 def main(argv=None) -> None:

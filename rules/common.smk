@@ -36,6 +36,13 @@ def preflight():
 # --------------------------------------------------------------------------- paths
 
 
+def trained_model(wildcards):
+    """A demo model with `train` is trained by its own rule; the manifest points at it."""
+    if cfg.is_trained_demo(config, wildcards.model):
+        return f"results/models/{wildcards.model}/trained"
+    return []
+
+
 def manifest_path(model):
     return f"results/models/{model}/model.json"
 
@@ -94,11 +101,27 @@ def plot_outputs(kind, fmt):
     ]
 
 
+def training_plots(model):
+    return [
+        report_output(
+            f"results/plots/training_loss-{model}.{fmt}",
+            caption=os.path.join(CAPTIONS, "training_loss.rst"),
+            category="Figures",
+            subcategory=model,
+            labels={"model": model, "figure": f"training_loss ({fmt})"},
+        )
+        for fmt in ("png", "svg")
+    ]
+
+
 def final_targets():
-    """The table, its pivots and the plots."""
+    """The table, its pivots and the plots (and the training curves of trained demo models)."""
     targets = ["results/tables/main.csv"] + pivot_outputs("csv") + pivot_outputs("md")
     for kind in ("accuracy_vs_budget", "accuracy_vs_sparsity"):
         targets += plot_outputs(kind, "png") + plot_outputs(kind, "svg")
+    for model in config["models"]:
+        if cfg.is_trained_demo(config, model):
+            targets += [f"results/plots/training_loss-{model}.{fmt}" for fmt in ("png", "svg")]
     return targets
 
 

@@ -1,8 +1,29 @@
 # Stage 1: base models, benchmarks and calibration data.
 
 
+rule train_demo:
+    """Train a demo model from scratch on the synthetic task (models.<model>.demo.train)."""
+    output:
+        model=directory("results/models/{model}/trained"),
+        plots=training_plots("{model}"),
+    log:
+        "results/logs/train_demo/{model}.log",
+    benchmark:
+        "results/logs/train_demo/{model}.benchmark.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    threads: 2
+    params:
+        spec=model_spec,
+    shell:
+        "python -m pipeline.train_demo --spec {params.spec:q} --threads {threads} "
+        "--out {output.model} --plot results/plots/training_loss-{wildcards.model} > {log:q} 2>&1"
+
+
 rule base_model:
-    """Resolve a base model once: download from the Hub, check a local folder, or build the demo."""
+    """Resolve a base model once: download from the Hub, check a local folder, build or train the demo."""
+    input:
+        trained_model,
     output:
         "results/models/{model}/model.json",
     log:

@@ -58,10 +58,10 @@ def demo_run(tmp_path_factory):
 
 def test_demo_writes_pivots_and_plots(demo_run):
     for budget in DEMO["generation"]["budgets"]:
-        pivot = pd.read_csv(demo_run / "results" / "tables" / f"pivot-tiny-qwen3-{budget}.csv")
+        pivot = pd.read_csv(demo_run / "results" / "tables" / f"pivot-chain-qwen3-{budget}.csv")
         assert len(pivot) >= len(DEMO["variants"])
     for kind in ("accuracy_vs_budget", "accuracy_vs_sparsity"):
-        png = demo_run / "results" / "plots" / f"{kind}-tiny-qwen3.png"
+        png = demo_run / "results" / "plots" / f"{kind}-chain-qwen3.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -69,7 +69,7 @@ def test_demo_table_has_every_cell(demo_run):
     table = pd.read_csv(demo_run / "results" / "tables" / "main.csv")
     expected = {(v, b, budget) for v in DEMO["variants"] for b in DEMO["benchmarks"] for budget in DEMO["generation"]["budgets"]}
     assert {(r.variant, r.benchmark, r.budget) for r in table.itertuples()} == expected
-    assert set(table["model"]) == {"tiny-qwen3"}
+    assert set(table["model"]) == {"chain-qwen3"}
     for column in ("accuracy", "accuracy_std", "n_problems", "n_seeds", "mean_thinking_tokens"):
         assert column in table.columns, column
     assert (table["n_seeds"] == len(DEMO["generation"]["seeds"])).all()
@@ -83,7 +83,8 @@ def test_demo_table_has_every_cell(demo_run):
 
 def test_every_rule_wrote_its_log_and_benchmark_record(demo_run):
     logs = demo_run / "results" / "logs"
-    for rule in ("base_model", "benchmark_data", "calibration", "masks", "export", "generate", "grade", "aggregate", "plots"):
+    for rule in ("train_demo", "base_model", "benchmark_data", "calibration", "masks", "export", "generate", "grade",
+                 "aggregate", "plots"):
         assert list((logs / rule).rglob("*.log")), f"no log for {rule}"
         assert list((logs / rule).rglob("*.benchmark.tsv")), f"no benchmark record for {rule}"
 
@@ -94,7 +95,7 @@ def test_report_gathers_tables_and_plots(demo_run):
 
     names = zipfile.ZipFile(demo_run / "results" / "report.zip").namelist()
     assert any(name.endswith("main.csv") for name in names), names
-    assert any(name.endswith("accuracy_vs_budget-tiny-qwen3.png") for name in names), names
+    assert any(name.endswith("accuracy_vs_budget-chain-qwen3.png") for name in names), names
 
 
 def test_nothing_to_do_after_a_complete_run(demo_run):
@@ -136,8 +137,8 @@ def test_adding_a_benchmark_schedules_only_its_jobs(demo_run):
 
 def test_forced_rerun_gives_identical_masks_and_generations(demo_run):
     """Identical config and seeds: bit-identical masks and, on the same machine, identical generations."""
-    masks = demo_run / "results" / "masks" / "tiny-qwen3" / "wanda-50.parquet"
-    generations = demo_run / "results" / "generations" / "tiny-qwen3" / "wanda-50" / "math500.parquet"
+    masks = demo_run / "results" / "masks" / "chain-qwen3" / "wanda-50.parquet"
+    generations = demo_run / "results" / "generations" / "chain-qwen3" / "wanda-50" / "chain_math.parquet"
     before_masks, before_generations = pd.read_parquet(masks), pd.read_parquet(generations)
     shutil.rmtree(f"{generations}.shards")  # no cached thinking: generate everything again
     snakemake(demo_run, "--cores", "2", "--configfile", "config/demo.yaml", "--forcerun", str(masks.relative_to(demo_run)),
@@ -184,3 +185,19 @@ def test_a_smaller_budget_reuses_the_thinking(small_run):
     table = pd.read_csv(workdir / "results" / "tables" / "main.csv")
     assert sorted(set(table["budget"])) == [4, 8]
     assert (table.loc[table.budget == 4, "mean_thinking_tokens"] <= 4).all()
+
+
+def test_changing_a_training_setting_retrains_and_reruns_what_depends_on_the_model(demo_run):
+    config = copy.deepcopy(DEMO)
+    config["models"]["chain-qwen3"]["demo"]["train"]["steps"] += 1
+    jobs = _dry_run_with(demo_run, config, "training")
+    assert jobs["train_demo"] == 1 and jobs["base_model"] == 1
+    assert jobs["generate"] == len(DEMO["variants"]) * len(DEMO["benchmarks"])
+    assert "benchmark_data" not in jobs  # the benchmarks do not depend on the model
+
+
+def test_changing_the_task_regenerates_benchmarks_and_retrains(demo_run):
+    config = copy.deepcopy(DEMO)
+    config["demo_task"]["max_terms"] -= 1
+    jobs = _dry_run_with(demo_run, config, "task")
+    assert jobs["train_demo"] == 1 and jobs["benchmark_data"] == len(DEMO["benchmarks"])

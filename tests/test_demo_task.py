@@ -1,0 +1,105 @@
+"""The demo's synthetic task and how its training sequences are laid out."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from pipeline import benchmarks, demo_model, demo_task, templates, train_demo
+
+
+def test_worked_solution_is_the_chain():
+    problem = demo_task.Problem(4, 7, 4)
+    assert problem.text == ("Each number is the sum of the two before it, modulo 10. Count down from d to a, "
+                            "starting with 4 and 7.")
+    assert problem.sequence() == [4, 7, 1, 8, 9, 7] and problem.answer == 7
+    assert problem.steps() == [" d1", " c8", " b9", " a7"]
+    # the best guess when the chain is cut: the last number written (a starting digit before any step)
+    assert [problem.partial_sum(done) for done in range(5)] == [7, 1, 8, 9, 7]
+    thinking, answer = demo_task.solution_text(problem)
+    assert thinking == " d1 c8 b9 a7" and answer == "The answer is \\boxed{7}."
+
+
+def test_lengths_spread_over_the_configured_range():
+    rng = demo_task.stream(0, "train")
+    lengths = [demo_task.sample(rng, {"min_terms": 2, "max_terms": 6}).n for _ in range(500)]
+    assert set(lengths) == {2, 3, 4, 5, 6}
+    with pytest.raises(ValueError, match="min_terms"):
+        demo_task.sample(rng, {"min_terms": 5, "max_terms": 3})
+
+
+def test_purposes_draw_from_independent_streams():
+    draws = {purpose: [demo_task.sample(demo_task.stream(1, purpose)) for _ in range(3)]
+             for purpose in ("train", "benchmark", "calibration")}
+    assert draws["train"] != draws["benchmark"] != draws["calibration"]
+    assert demo_task.stream(1, "train").random() == demo_task.stream(1, "train").random()
+
+
+def test_benchmark_rows_load_as_a_benchmark():
+    table = benchmarks.load("chain", {"demo_task": {"form": "choice", "problems": 30, "seed": 3, "task": {}},
+                                      "grader": "choice"})
+    assert len(table) == 30 and table["id"].is_unique
+    for row in table.to_dict("records"):
+        assert row["answer"] in row["choices"] and len(set(row["choices"])) == 4
+        first, second = int(row["problem"][-8]), int(row["problem"][-2])
+        n = "abcdefghijklmnopqrstuvwx".index(row["problem"].split("Count down from ")[1][0]) + 1
+        assert row["answer"] == str(demo_task.Problem(first, second, n).answer)
+    math = benchmarks.load("chain", {"demo_task": {"form": "math", "problems": 5, "seed": 3}, "grader": "math"})
+    assert math["choices"].isna().all()
+
+
+@pytest.fixture(scope="module")
+def bound():
+    tokenizer = demo_model.build_tokenizer(512, corpus=train_demo.tokenizer_corpus(demo_task.DEFAULTS, 0))
+    return templates.bind(templates.QWEN3, tokenizer)
+
+
+def test_digits_and_labels_are_single_tokens(bound):
+    tokens = bound.tokenizer.convert_ids_to_tokens(bound.encode(" c8 b9 a7"))
+    assert tokens == ["Ġc", "8", "Ġb", "9", "Ġa", "7"]
+
+
+def test_training_prompt_is_the_benchmark_prompt():
+    """The multiple-choice user turn the model learns on is the one pipeline.benchmarks renders."""
+    problem = demo_task.Problem(4, 4, 9)
+    letters = set()
+    for seed in range(12):
+        user, letter, options = train_demo._render_choices(problem, random.Random(seed))
+        lines = user.split("\n\n")[1].splitlines()
+        assert user.startswith(problem.text + "\n\nA) ") and lines == [f"{l}) {o}" for l, o in zip("ABCD", options)]
+        assert options["ABCD".index(letter)] == str(problem.answer)
+        letters.add(letter)
+    assert len(letters) > 1  # the correct option moves
+
+
+def _learned(ids, labels, bound) -> str:
+    return bound.decode([i for i, label in zip(ids, labels) if label != train_demo.IGNORE])
+
+
+def test_natural_example_learns_thinking_end_and_answer(bound):
+    settings = {**train_demo.TRAIN_DEFAULTS, "forced_fraction": 0, "wait_fraction": 0, "choice_fraction": 0}
+    problem = demo_task.Problem(1, 2, 2)
+    ids, labels = train_demo.example(bound, problem, random.Random(0), settings)
+    text = bound.decode(ids)
+    assert text == bound.decode(bound.prompt_ids(problem.text)) + " b3 a5</think>\n\nThe answer is \\boxed{5}.<|im_end|>"
+    # the prompt and the text the workflow appends carry no loss
+    assert _learned(ids, labels, bound) == " b3 a5</think>The answer is \\boxed{5}.<|im_end|>"
+
+
+def test_forced_example_learns_a_guess_after_the_forced_answer(bound):
+    settings = {**train_demo.TRAIN_DEFAULTS, "forced_fraction": 1, "choice_fraction": 0}
+    problem = demo_task.Problem(3, 9, 6)
+    cuts = set()
+    for seed in range(30):
+        ids, labels = train_demo.example(bound, problem, random.Random(seed), settings)
+        text = bound.decode(ids)
+        assert templates.QWEN3.forced_answer in text and text.endswith("}<|im_end|>")
+        learned = _learned(ids, labels, bound)
+        assert templates.QWEN3_EARLY_STOP.strip() not in learned and "</think>" not in learned
+        thinking = text.split("<think>\n", 1)[1].split(templates.QWEN3_EARLY_STOP)[0]
+        complete = [step for step in thinking.split(" ") if len(step) == 2 and step[1].isdigit()]
+        assert "".join(problem.steps()).startswith(thinking)
+        assert text.endswith(f"\\boxed{{{problem.partial_sum(len(complete))}}}<|im_end|>"), text
+        cuts.add(len(bound.encode(thinking)))
+    assert len(cuts) > 3  # cuts fall at many places, mid-step too
