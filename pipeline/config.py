@@ -8,12 +8,13 @@ Snakefile and the tests agree on what each job depends on.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from pathlib import Path
 
 import jsonschema
 import yaml
+
+from pipeline.benchmark_defs import BUILTIN, resolve_definition
+from pipeline.specs import canonical_json, spec_hash  # noqa: F401 - part of this module's interface
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
 
@@ -151,8 +152,6 @@ def _fill_variant_defaults(config: dict) -> None:
 
 
 def _semantic_problems(config: dict) -> list[str]:
-    from pipeline.benchmarks import BUILTIN
-
     problems = []
     for name, model in config["models"].items():
         sources = [s for s in ("hub", "path", "demo") if s in model]
@@ -273,14 +272,6 @@ def budgets(config: dict) -> list[int]:
 # --------------------------------------------------------------------------- slices
 
 
-def canonical_json(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
-
-
-def spec_hash(obj) -> str:
-    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:16]
-
-
 def model_source(config: dict, model: str) -> dict:
     """What identifies the base model's weights (not how it is prompted)."""
     spec = config["models"][model]
@@ -333,8 +324,6 @@ def generation_slice(config: dict, model: str, variant: str, benchmark: str) -> 
 
 
 def benchmark_slice(config: dict, benchmark: str) -> dict:
-    from pipeline.benchmarks import resolve_definition
-
     return {"benchmark": benchmark, "definition": resolve_definition(benchmark, config["benchmarks"][benchmark])}
 
 

@@ -135,3 +135,14 @@ def test_every_schema_default_satisfies_the_schema():
     json.dumps(config)  # plain data, usable as a Snakemake param
     assert set(config) <= set(schema["properties"])
     assert yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())["additionalProperties"] is False
+
+
+def test_config_imports_no_stage_or_library_module():
+    """The config check runs before anything heavy: no stage, torch, pandas or data loading."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pipeline.config; "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('pipeline') or m in ('pandas', 'torch'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout.split()
+    assert set(loaded) == {"pipeline", "pipeline.config", "pipeline.specs", "pipeline.benchmark_defs"}
