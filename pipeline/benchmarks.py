@@ -89,7 +89,8 @@ def _read_file(path: str, name: str) -> pd.DataFrame:
         return pd.read_csv(source, dtype=str, keep_default_na=False)
     if suffix == ".parquet":
         return pd.read_parquet(source)
-    raise BenchmarkError(f"benchmarks.{name}.file: cannot read {path}; give a .jsonl, .csv or .parquet file, or .json holding a list of records")
+    raise BenchmarkError(f"benchmarks.{name}.file: {path} is of an unknown kind. Allowed: a .jsonl, .csv or .parquet "
+                         "file, or .json holding a list of records. Fix: convert it to one of them")
 
 
 def _gated_message(repo: str, name: str) -> str:
@@ -157,7 +158,7 @@ def _source_column(raw: pd.DataFrame, ours: str, theirs: str, name: str) -> pd.S
     if theirs not in raw.columns:
         raise BenchmarkError(
             f"benchmarks.{name}.columns.{ours}: the source has no column {theirs!r} "
-            f"(it has: {', '.join(map(str, raw.columns))}); map {ours} to one of them"
+            f"(it has: {', '.join(map(str, raw.columns))}). Fix: map {ours} to one of them"
         )
     return raw[theirs]
 
