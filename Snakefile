@@ -1,7 +1,7 @@
 # prune-tts: what pruning does to a reasoning LLM's test-time scaling.
 #
 #   snakemake --cores 8 results/tables/main.csv                               # the study (config/config.yaml)
-#   snakemake --cores 2 --configfile config/demo.yaml results/tables/main.csv   # offline demo on a CPU
+#   snakemake --cores 2 results/tables/main.csv --configfile config/demo.yaml   # offline demo on a CPU
 #
 # This file validates the config, includes one rule file per stage and names the targets.
 
@@ -11,7 +11,8 @@ from pipeline import preflight
 # A --configfile replaces the study grid rather than merging into it. Refusals print one line
 # per problem and exit; PRUNE_TTS_VERBOSE=1 adds the traceback.
 if not workflow.overwrite_configfiles:
-    cfg.or_exit(cfg.load_yaml, "config/config.yaml")  # names line and column of a YAML error
+    # names the line and column of a YAML error, which Snakemake's own loader does not
+    cfg.or_exit(cfg.load_yaml, "config/config.yaml")
 
     configfile: "config/config.yaml"
 

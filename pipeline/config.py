@@ -287,6 +287,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
             n, m = divmod(value, 60)
             return (f"{key}: YAML read an unquoted N:M as the base-60 number {value}. Allowed: "
                     f"{allowed(schema)}. Fix: quote it, nm: \"{n}:{m}\"")
+        if schema.get("type") == "boolean" and str(value).lower() in ("true", "false", "yes", "no"):
+            return (f"{key}: {_what(value)} is text, not true or false. Fix: write true or false without quotes "
+                    f"(on the command line: --config {key}=True or {key}=False)")
         return f"{key}: {_what(value)} is the wrong kind of value. Allowed: {allowed(schema)}. Fix: set {key} to that"
     if error.validator in ("exclusiveMinimum", "exclusiveMaximum", "minimum", "maximum"):
         return f"{key}: {_what(value)} is out of range. Allowed: {allowed(schema)}. Fix: set {key} within it"

@@ -121,3 +121,36 @@ def test_lint_and_rule_listing_run_no_preflight(tmp_path):
     assert linted.returncode == 0 and "cannot start" not in linted.stdout + linted.stderr
     listed = snakemake(workdir, "--list-rules", check=False)
     assert listed.returncode == 0 and "generate" in listed.stdout
+
+
+def _cached_hub_config(cache, repo: str, config: dict) -> None:
+    """A Hugging Face cache holding a repository's config.json and nothing else (no weights)."""
+    import json
+
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    commit = "0" * 40
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    (folder / "snapshots" / commit).mkdir(parents=True)
+    (folder / "snapshots" / commit / "config.json").write_text(json.dumps(config))
+
+
+def test_hub_model_depth_and_context_come_from_its_config_json_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.chdir(tmp_path)  # no results/ here: nothing resolved yet
+    _cached_hub_config(tmp_path / "hub", "Qwen/Qwen3-8B", {"num_hidden_layers": 2, "max_position_embeddings": 1024})
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    config = cfg.load(ROOT / "config" / "config.yaml")
+    jobs = [("masks", {"model": "qwen3-8B", "variant": "shortgpt-2"}),
+            ("calibration", {"model": "qwen3-8B", "calibration": "c4"})]
+    facts, problem = preflight.model_facts(config, "qwen3-8B", reachable=True)
+    assert (facts.depth, facts.context, problem) == (2, 1024, None)
+    found = "\n".join(preflight.problems(config, jobs))
+    assert "variants.shortgpt-2.layers: removes 2 of model qwen3-8B's 2 blocks" in found
+    assert "calibration.c4.length: 2048 tokens, longer than model qwen3-8B's context of 1024" in found
+    # a model whose config.json cannot be had: its checks are skipped, not guessed
+    facts, problem = preflight.model_facts(config, "s1.1-7B", reachable=True)
+    assert (facts.depth, facts.context, problem) == (None, None, None)
