@@ -183,7 +183,7 @@ def context_problems(config: dict, model: str, facts: Facts, jobs: set[str]) -> 
     if not facts.context:
         return []
     context, out = facts.context, []
-    fix = f"lower it to at most {context}, model {model}'s context"
+    fix = f"set it to at most {context}"
     calibrations = {w["calibration"] for rule, w in _jobs_of(jobs, model) if rule == "calibration"}
     for name in sorted(calibrations):
         length = config["calibration"][name]["length"]
