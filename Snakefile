@@ -1,21 +1,23 @@
 # prune-tts: what pruning does to a reasoning LLM's test-time scaling.
 #
 #   snakemake --cores 8 results/tables/main.csv                               # the study (config/config.yaml)
-#   snakemake --cores 2 --configfile config/demo.yaml results/tables/main.csv   # offline demo on a CPU
+#   snakemake --cores 2 results/tables/main.csv --configfile config/demo.yaml   # offline demo on a CPU
 #
 # This file validates the config, includes one rule file per stage and names the targets.
 
 from pipeline import config as cfg
+from pipeline import preflight
 
-# A --configfile replaces the study grid rather than merging into it.
+# A --configfile replaces the study grid rather than merging into it. Refusals print one line
+# per problem and exit; PRUNE_TTS_VERBOSE=1 adds the traceback.
 if not workflow.overwrite_configfiles:
+    # names the line and column of a YAML error, which Snakemake's own loader does not
+    cfg.or_exit(cfg.load_yaml, "config/config.yaml")
 
     configfile: "config/config.yaml"
 
 
-for _path in workflow.configfiles:
-    cfg.load_yaml(_path)  # refuses duplicate keys, which YAML would silently drop
-config = cfg.prepare(config)
+config = cfg.or_exit(cfg.workflow_config, config, workflow.configfiles)
 
 
 include: "rules/common.smk"
@@ -35,8 +37,8 @@ localrules:
     aggregate,
 
 
-onstart:
-    preflight()
+# Once the jobs are known, in dry runs as in real runs: every problem they would meet, before any starts.
+preflight.install(config, workflow)
 
 
 # The table, its pivots in the shape of paper A's tables, and the plots.

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline import config
 from pipeline import tables
 from pipeline.artifacts import atomic_path, read_table, spec_argument
 from pipeline.tables import variant_order
@@ -258,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="fail when a cell is missing or partial")
     args = parser.parse_args(argv)
     spec = spec_argument(args.spec)
+    config.or_exit(config.check_stage, "aggregate", spec)  # the workflow's own refusals, before loading
     table = main_table(read_grades(args.grades), spec, read_perplexity(args.perplexity) if args.perplexity else None)
     incomplete = table[table["status"] != "ok"]
     for row in incomplete.itertuples():

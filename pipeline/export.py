@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline import config
 from pipeline.artifacts import atomic_dir, iter_tables, read_provenance, spec_argument
 from pipeline.models import decoder_layers, load_model, load_tokenizer, model_dir
 from pipeline.prune.structured import remove_blocks
@@ -79,6 +80,7 @@ def main(argv=None) -> None:
     parser.add_argument("--spec", required=True, help="JSON (or @file): pipeline.config.export_slice")
     parser.add_argument("--out", required=True, help="results/checkpoints/M/V")
     args = parser.parse_args(argv)
+    config.or_exit(config.check_stage, "export", spec_argument(args.spec))  # before loading
     print(export(args.model, args.masks, spec_argument(args.spec), args.out))
 
 

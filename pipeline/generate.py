@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline import config
 from pipeline import templates
 from pipeline.artifacts import read_provenance, read_table, spec_argument, write_table
 from pipeline.benchmarks import render_question
@@ -238,6 +239,7 @@ def main(argv=None) -> int:
     parser.add_argument("--spec", required=True, help="the generation config slice: JSON or @file")
     parser.add_argument("--out", required=True, help="output Parquet")
     args = parser.parse_args(argv)
+    config.or_exit(config.check_stage, "generate", spec_argument(args.spec))  # before loading
     from pipeline.generation.vllm_backend import EngineError
 
     try:

@@ -20,6 +20,7 @@ import time
 
 import pandas as pd
 
+from pipeline import config
 from pipeline.artifacts import read_table, spec_argument, write_table
 from pipeline.grading import available_cores, grade_many
 
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="cap on worker processes (the job's threads); default: the spec's workers")
     args = parser.parse_args(argv)
     spec = spec_argument(args.spec)
+    config.or_exit(config.check_stage, "grade", spec)  # the workflow's own refusals, before loading
     workers = spec.get("workers", 0) or available_cores()
     if args.workers:
         workers = min(workers, args.workers)

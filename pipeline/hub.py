@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
-DEMO_HINT = "or run the offline demo: snakemake --cores 2 --configfile config/demo.yaml results/tables/main.csv"
+# Snakemake's --configfile takes several files: the target goes before it.
+DEMO_HINT = ("to try the workflow without a GPU or the Hub, run the offline demo: "
+             "snakemake --cores 2 results/tables/main.csv --configfile config/demo.yaml")
 
 
 def offline() -> bool:
@@ -26,10 +28,9 @@ def problem(repo: str, revision: str | None, repo_type: str, key: str, local_fix
             snapshot_download(repo, revision=revision, repo_type=repo_type, local_files_only=True)
             return None
         except Exception:  # noqa: BLE001 - any failure means: not in the cache
-            return (f"{key}: {kind} {repo} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 "
-                    f"forbids downloading it. Fix: download it on a machine with network access "
-                    f"(hf download {repo}{' --repo-type dataset' if repo_type == 'dataset' else ''}), "
-                    f"unset HF_HUB_OFFLINE, or {local_fix}; {DEMO_HINT}")
+            return (f"{key}: {kind} {repo} is not in the local Hugging Face cache, and HF_HUB_OFFLINE=1 "
+                    f"forbids downloading it. Fix: hf download {repo}{' --repo-type dataset' if repo_type == 'dataset' else ''} "
+                    f"on a machine with network access, unset HF_HUB_OFFLINE, or {local_fix}")
     api = HfApi()
     try:
         info = api.dataset_info if repo_type == "dataset" else api.model_info
@@ -46,4 +47,4 @@ def problem(repo: str, revision: str | None, repo_type: str, key: str, local_fix
         return f"{key}: {kind} {repo} has no revision {revision!r}. Fix: set the revision to an existing branch, tag or commit"
     except Exception as error:  # noqa: BLE001 - network failures come in many types
         return (f"{key}: cannot reach {kind} {repo} on the Hugging Face Hub ({type(error).__name__}). "
-                f"Fix: check the network, or {local_fix}, or set HF_HUB_OFFLINE=1 to use the local cache; {DEMO_HINT}")
+                f"Fix: check the network, {local_fix}, or set HF_HUB_OFFLINE=1 to use the local cache")

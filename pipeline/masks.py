@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline import config
 from pipeline import stats as model_stats
 from pipeline.artifacts import read_provenance, read_table, spec_argument, write_tables
 from pipeline.calibration import read_calibration
@@ -251,6 +252,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True, help="results/masks/M/V.parquet")
     args = parser.parse_args(argv)
     spec = spec_argument(args.spec)
+    config.or_exit(config.check_stage, "masks", spec)  # the workflow's own refusals, before loading
     samples = read_calibration(args.calibration) if args.calibration else None
     stats = read_stats(args.stats)
     # block by block from disk, unless LayerIF influence must be computed here (it needs the

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from pipeline import config
 from pipeline.artifacts import read_table, spec_argument, write_table
 from pipeline.models import load_model, load_tokenizer, resolve_device
 
@@ -76,6 +77,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True, help="results/perplexity/M/V.parquet")
     args = parser.parse_args(argv)
     spec = spec_argument(args.spec)
+    config.or_exit(config.check_stage, "perplexity", spec)  # the workflow's own refusals, before loading
     device = resolve_device(spec.get("device", "auto"))
     model = load_model(args.model, dtype=spec.get("dtype", "float32"), device=device)
     result = perplexity(model, windows(args.text, load_tokenizer(args.model), int(spec.get("length", 2048))), device)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline import config
 from pipeline.artifacts import read_table, spec_argument, write_table
 from pipeline.calibration import read_calibration
 from pipeline.lazy_model import load_lazily, loaded
@@ -113,6 +114,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True, help="results/stats/M/KIND[-CAL].parquet")
     args = parser.parse_args(argv)
     spec = spec_argument(args.spec)
+    config.or_exit(config.check_stage, "stats", spec)  # the workflow's own refusals, before loading
     samples = read_calibration(args.calibration) if args.calibration else None
     # LayerIF needs the whole model at once; the others read one block at a time from disk
     model = (load_model if args.kind == "layerif" else load_lazily)(args.model, dtype=spec.get("dtype", "float32"))

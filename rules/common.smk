@@ -6,7 +6,6 @@ import os
 import re
 
 from pipeline import config as cfg
-from pipeline import preflight as _preflight
 from pipeline.environment import put_interpreter_first
 
 
@@ -26,11 +25,6 @@ wildcard_constraints:
 # on PATH (a venv needs no activation); under --sdm conda the rule's environment comes first.
 put_interpreter_first()
 CHECKPOINT_KEEP = config["pruning"]["keep_checkpoints"]
-
-
-def preflight():
-    """Stop before any job when a model or data set that the scheduled jobs need is out of reach."""
-    _preflight.check(config, workflow)
 
 
 # --------------------------------------------------------------------------- paths
@@ -151,7 +145,7 @@ def mask_inputs(wildcards):
         for kind, cal in cfg.variant_stats(config, wildcards.variant)
     ]
     scores = config["variants"][wildcards.variant].get("layerif", {}).get("scores")
-    if scores:
+    if scores and os.path.isfile(scores):  # a missing file: the preflight names its key
         inputs["layerif_scores"] = scores
     return inputs
 
@@ -168,7 +162,8 @@ def stats_inputs(wildcards):
 def perplexity_text(wildcards):
     """A local held-out text is an input (its changes rerun the job); wikitext2 comes from the Hub."""
     text = config["perplexity"]["text"]
-    return [] if text == "wikitext2" else [text]
+    # wikitext2, or a missing file that the preflight names with its key
+    return [text] if text != "wikitext2" and os.path.isfile(text) else []
 
 
 def all_perplexities():

@@ -64,68 +64,13 @@ def test_slices_change_only_with_what_they_read():
     assert cfg.canonical_json({"b": 1, "a": [1, 2]}) == cfg.canonical_json({"a": [1, 2], "b": 1})
 
 
-def _edit(path: str, value):
-    config = demo()
-    keys = path.split(".")
-    node = config
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    if value is _DELETE:
-        del node[keys[-1]]
-    else:
-        node[keys[-1]] = value
-    return config
-
-
-_DELETE = object()
-
-BAD = [
-    # (edit, value, words the message must contain)
-    ("variants.wanda-20.sparsity", 1.5, ["variants.wanda-20.sparsity", "a number in (0, 1)"]),
-    ("variants.wanda-20.sparsity", 0, ["variants.wanda-20.sparsity", "a number in (0, 1)"]),
-    ("variants.wanda-20.sparsity", "high", ["variants.wanda-20.sparsity", "number"]),
-    ("variants.wanda-20.method", "wandda", ["variants.wanda-20.method", "wandda", "magnitude, wanda, sparsegpt"]),
-    ("variants.wanda-20.allocation", "owll", ["variants.wanda-20.allocation", "uniform, owl, alphapruning, layerif"]),
-    ("variants.wanda-20.sparsity", _DELETE, ["variants.wanda-20", "needs sparsity"]),
-    ("variants.wanda-20.spars", 0.2, ["unknown key 'spars'", "variants.wanda-20", "sparsity"]),
-    ("variants.shortgpt-1.layers", _DELETE, ["variants.shortgpt-1", "needs layers"]),
-    ("variants.shortgpt-1.layers", 0, ["variants.shortgpt-1.layers", "an integer in [1, inf)"]),
-    ("variants.dense.sparsity", 0.2, ["variants.dense.sparsity", "not used by method dense"]),
-    ("variants.wanda-20.nm", "4:2", ["variants.wanda-20.nm", "N must be below M"]),
-    ("variants.wanda-20.calibration", "wikitext", ["calibration 'wikitext' is not defined"]),
-    ("variants.bad name", {"method": "dense"}, ["bad name", "does not match"]),
-    ("generation.budgets", [16, -32], ["generation.budgets.1", "minimum"]),
-    ("generation.budgets", [16, 16], ["generation.budgets", "non-unique"]),
-    ("generation.budgets", [16.5], ["generation.budgets.0", "integer"]),
-    ("generation.budgets", [], ["generation.budgets", "should be non-empty"]),
-    ("generation.seeds", _DELETE, ["generation", "'seeds' is a required property"]),
-    ("models.tiny-qwen3.template", "llama2", ["models.tiny-qwen3.template", "s1, qwen3, generic"]),
-    ("models.tiny-qwen3.hub", "Qwen/Qwen3-8B", ["models.tiny-qwen3", "exactly one of hub"]),
-    ("models.tiny-qwen3.demo", {"hidden": 64, "heads": 4, "kv_heads": 1}, ["head size", "32"]),
-    ("benchmarks.mystery", {}, ["benchmarks.mystery", "not a built-in benchmark", "grader"]),
-    ("calibration.c4.source", "wiki", ["calibration.c4.source", "c4, pg19, wikitext2, file"]),
-    ("calibration.c4.path", _DELETE, ["calibration.c4", "needs path"]),
-    ("grading.timeout_s", -1, ["grading.timeout_s"]),
-    ("generaton", {}, ["unknown key 'generaton'", "top level"]),
-]
-
-
-@pytest.mark.parametrize("path,value,words", BAD, ids=[f"{p}={v if v is not _DELETE else 'deleted'}" for p, v, _ in BAD])
-def test_bad_config_is_refused_with_a_message_naming_the_key(path, value, words):
-    with pytest.raises(cfg.ConfigError) as error:
-        cfg.prepare(_edit(path, value))
-    message = str(error.value)
-    for word in words:
-        assert word in message, f"{word!r} missing from: {message}"
-
-
 def test_duplicate_variant_names_are_refused(tmp_path):
     text = (ROOT / "config" / "demo.yaml").read_text().replace(
         "  wanda-50: {method: wanda, sparsity: 0.5}", "  wanda-20: {method: wanda, sparsity: 0.5}"
     )
     path = tmp_path / "dup.yaml"
     path.write_text(text)
-    with pytest.raises(cfg.ConfigError, match="duplicate key 'wanda-20'"):
+    with pytest.raises(cfg.ConfigError, match=r"dup.yaml, line \d+, column 3: duplicate key 'wanda-20'"):
         cfg.load(path)
 
 
@@ -135,3 +80,14 @@ def test_every_schema_default_satisfies_the_schema():
     json.dumps(config)  # plain data, usable as a Snakemake param
     assert set(config) <= set(schema["properties"])
     assert yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())["additionalProperties"] is False
+
+
+def test_config_imports_no_stage_or_library_module():
+    """The config check runs before anything heavy: no stage, torch, pandas or data loading."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pipeline.config; "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('pipeline') or m in ('pandas', 'torch'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout.split()
+    assert set(loaded) == {"pipeline", "pipeline.config", "pipeline.specs", "pipeline.benchmark_defs"}

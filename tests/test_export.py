@@ -111,7 +111,7 @@ def test_layerif_scores_file_gives_group_sparsities(tiny_model, tmp_path):
     scores = tmp_path / "scores.csv"
     allocation.write_layerif_scores(np.array([[1.0, 0.2], [0.5, 0.9], [0.1, 0.4], [0.7, 0.3]]), scores)
     prune = {"method": "magnitude", "sparsity": 0.3, "allocation": "layerif",
-             "layerif": {"scores": str(scores), "e1": 0.05, "e2": 0.4, "direction": "paper_a", "score": "magnitude"}}
+             "layerif": {"scores": str(scores), "e1": 0.05, "e2": 0.4, "direction": "paper_a"}}
     table = read_table(_run_masks(tmp_path, tiny_model, prune))
     attn = table[table.name.str.startswith("self_attn")]
     assert attn.groupby("block").target_sparsity.nunique().eq(1).all()

@@ -27,7 +27,10 @@ def test_study_grid_offline_names_each_missing_model_and_data_set(offline):
         assert key in joined
     assert "Qwen/Qwen3-8B is not in the local Hugging Face cache" in joined
     assert "models.qwen3-8B.path" in joined  # the local alternative is named
-    assert "config/demo.yaml" in joined
+    # the demo hint, once, with the target before --configfile (which takes several files)
+    hint = preflight.PreflightError(found).hint
+    assert "snakemake --cores 2 results/tables/main.csv --configfile config/demo.yaml" in hint
+    assert "config/demo.yaml" not in joined
 
 
 def test_missing_local_files_are_named(tmp_path):
@@ -53,7 +56,8 @@ def test_generation_of_a_real_model_without_gpu_is_refused(monkeypatch):
         pytest.skip("a GPU is visible")
     config = cfg.load(ROOT / "config" / "config.yaml")
     found = preflight.problems(config, [("generate", {"model": "qwen3-8B", "variant": "dense", "benchmark": "aime24"})])
-    assert len(found) == 1 and "needs a GPU" in found[0] and "profiles/slurm" in found[0]
+    assert len(found) == 1 and "need a GPU" in found[0] and "profiles/slurm" in found[0]
+    assert found[0].startswith("generation:")
     # not when the jobs go to a cluster, whose nodes have the GPUs
     assert preflight.problems(config, [("generate", {"model": "qwen3-8B", "variant": "dense", "benchmark": "aime24"})], local=False) == []
 
@@ -63,6 +67,90 @@ def test_snakemake_stops_before_any_job(tmp_path):
     result = snakemake(workdir, "--cores", "1", "--configfile", "config/config.yaml", check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "prune-tts cannot start" in output
+    assert "prune-tts: cannot start" in output
     assert "models.qwen3-8B.hub" in output
     assert not (workdir / "results").exists(), "a job ran before the preflight stopped the workflow"
+
+
+def _no_gpu(monkeypatch):
+    monkeypatch.delenv("PRUNE_TTS_ASSUME_GPU", raising=False)
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+
+
+@pytest.mark.workflow
+def test_dry_run_of_the_study_without_gpu_or_hub_is_refused(tmp_path, monkeypatch):
+    """Snakemake skips onstart in dry runs; the preflight still runs once the jobs are known."""
+    _no_gpu(monkeypatch)
+    workdir = copy_workflow(tmp_path)
+    result = snakemake(workdir, "-n", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    for key in ("models.qwen3-8B.hub", "models.s1.1-7B.hub", "benchmarks.gpqa_diamond.hub", "calibration.c4.source",
+                "perplexity.text", "generation: the generate jobs"):
+        assert key in output, key
+    block = output[output.index("prune-tts: cannot start"):]  # Snakemake's own header names the folder
+    assert "Traceback" not in block and str(workdir) not in block
+    assert "Job stats" not in output  # refused before the job list
+
+
+@pytest.mark.workflow
+def test_slurm_dry_run_from_a_node_without_gpu_leaves_the_gpu_to_the_jobs(tmp_path, monkeypatch):
+    _no_gpu(monkeypatch)
+    workdir = copy_workflow(tmp_path)
+    result = snakemake(workdir, "-n", "--workflow-profile", "profiles/slurm", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "models.qwen3-8B.hub" in output and "perplexity.text" in output
+    assert "need a GPU" not in output
+
+
+@pytest.mark.workflow
+def test_dry_run_of_the_demo_passes(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    result = snakemake(workdir, "-n", "results/tables/main.csv", "--configfile", "config/demo.yaml")
+    assert "cannot" not in result.stdout + result.stderr and "generate" in result.stdout
+
+
+def test_lint_and_rule_listing_run_no_preflight(tmp_path):
+    """--lint and --list-rules build no jobs: nothing to check, and no Hub or GPU asked for."""
+    workdir = copy_workflow(tmp_path)
+    linted = snakemake(workdir, "--lint", check=False)
+    assert linted.returncode == 0 and "cannot start" not in linted.stdout + linted.stderr
+    listed = snakemake(workdir, "--list-rules", check=False)
+    assert listed.returncode == 0 and "generate" in listed.stdout
+
+
+def _cached_hub_config(cache, repo: str, config: dict) -> None:
+    """A Hugging Face cache holding a repository's config.json and nothing else (no weights)."""
+    import json
+
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    commit = "0" * 40
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    (folder / "snapshots" / commit).mkdir(parents=True)
+    (folder / "snapshots" / commit / "config.json").write_text(json.dumps(config))
+
+
+def test_hub_model_depth_and_context_come_from_its_config_json_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.chdir(tmp_path)  # no results/ here: nothing resolved yet
+    _cached_hub_config(tmp_path / "hub", "Qwen/Qwen3-8B", {"num_hidden_layers": 2, "max_position_embeddings": 1024})
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    config = cfg.load(ROOT / "config" / "config.yaml")
+    jobs = [("masks", {"model": "qwen3-8B", "variant": "shortgpt-2"}),
+            ("calibration", {"model": "qwen3-8B", "calibration": "c4"})]
+    facts, problem = preflight.model_facts(config, "qwen3-8B", reachable=True)
+    assert (facts.depth, facts.context, problem) == (2, 1024, None)
+    found = "\n".join(preflight.problems(config, jobs))
+    assert "variants.shortgpt-2.layers: removes 2 of model qwen3-8B's 2 blocks" in found
+    assert "calibration.c4.length: 2048 tokens, longer than model qwen3-8B's context of 1024" in found
+    # a model whose config.json cannot be had: its checks are skipped, not guessed
+    facts, problem = preflight.model_facts(config, "s1.1-7B", reachable=True)
+    assert (facts.depth, facts.context, problem) == (None, None, None)
