@@ -150,9 +150,11 @@ _KEYWORD_RE = re.compile(
 )
 # multiple choice only: "Option C is correct", "I'd go with B", "(C) is the best"
 _CHOICE_KEYWORD_RE = re.compile(
-    r"(?i:\b(?:option|choice)\b[ \t*_]*(?:[:：]|is\b)[ \t]*)"
-    r"|(?i:\b(?:go\s+with|choose|pick|select)\s+)(?=[\(\[]?(?i:option\s+)?[A-J]\b)"
+    r"(?i:\b(?:(?:correct|right|best|final)\s+(?:option|choice)\b[ \t*_]*[:：]|(?:option|choice)\b[ \t*_]*is\b)[ \t]*)"
+    r"|(?i:\b(?:go(?:ing)?\s+with|choose|pick|select)\s+)(?=[\(\[]?(?i:(?:option|answer|choice)\s+)?[A-J]\b)"
     r"|(?<![\w'’\-\\])(?=[\(\[]?[A-J][\)\]]?\**\s+is\s+(?:the\s+)?(?i:correct|right|best)\b)"
+    # a verdict in a review of the options: "B) Correct — it reacts", "**C.** Correct:"
+    r"|(?m:^)[ \t*_-]*(?=[\(\[]?[A-J][\).:\]][ \t*_]*(?:[—–:-][ \t]*)?(?i:correct|true)\b)"
 )
 
 
@@ -162,7 +164,10 @@ _FULL_STOP = re.compile(r"(?<![.])[.。]$")  # one closing full stop; "0.333..."
 def _strip_markup(text: str) -> str:
     """Drop markdown emphasis, display delimiters, a closing full stop and enclosing $...$."""
     text = text.strip().strip("*_# \t").strip()
-    text = _FULL_STOP.sub("", re.sub(r"^\\\[|\\\]$|^\\\(|\\\)$", "", text).strip()).rstrip()
+    for opener, closer in (("\\[", "\\]"), ("\\(", "\\)")):  # one enclosing pair, not "\(a\), \(b\)"
+        if text.startswith(opener) and text.endswith(closer) and text.count(opener) == 1:
+            text = text[len(opener):-len(closer)].strip()
+    text = _FULL_STOP.sub("", text).rstrip()
     dollars = len(re.findall(r"(?<!\\)\$", text))  # "\$" is a dollar sign, not math
     if text.startswith("$") and text.endswith("$") and (dollars == 2 or dollars == 4 and text.startswith("$$")):
         text = _FULL_STOP.sub("", text.strip("$").strip()).rstrip()
@@ -218,7 +223,8 @@ _JOINER = re.compile(r"[\s,;]*(?:\b(?:and|or)\b)?[\s,;]*", re.I)
 # words that are not part of a math answer: three letters or more, and short English words
 _MATH_WORDS = {"and", "or", "sin", "cos", "tan", "cot", "sec", "csc", "log", "exp", "sqrt", "lim", "max", "min",
                "gcd", "lcm", "mod", "det", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "inf", "sup"}
-_PROSE_RE = re.compile(r"(?<![\\\w])(?:[A-Za-z]{3,}|(?i:is|of|to|at|by|so|an|as|be|if|it|on|we|no))(?![\w])")
+_PROSE_RE = re.compile(r"(?<![\\\w])(?:[A-Za-z]+['’][a-z]+|[A-Za-z]{3,}|(?i:is|of|to|at|by|so|an|as|be|if|it|on|we|no))"
+                       r"(?![\w'’])")
 # weak statements whose next word says they are not answers ("the answer is correct")
 _NOT_ANSWERS = {"correct", "right", "wrong", "incorrect", "not", "that", "this", "the", "a", "an", "to", "in",
                 "consistent", "indeed", "probably", "likely", "clearly", "definitely", "also", "still", "same",
@@ -249,15 +255,17 @@ def _math_run(text: str) -> str:
     """The math of a plain line: a remark in parentheses or after a sentence break is dropped,
     then the first stretch between prose words that holds math ("therefore 42 ordered pairs"
     -> "42"); the line itself when it holds no math ("Evelyn", "all real numbers")."""
-    for match in re.finditer(r"\(([^()]*)\)", text):
+    cut = text
+    for match in re.finditer(r"\(([^()]*)\)", cut):
         if _prose_words(match.group(1)):
-            text = text[:match.start()]
+            cut = cut[:match.start()]
             break
     sentence = re.search(r"[.;!?](?=\s+[A-Za-z])|,(?=\s+(?:(?:and|or)\s+)?(?!and\b|or\b)[A-Za-z]{3,})"
-                         r"|\s[—–]\s|\s--\s", text)
+                         r"|\s[—–]\s|\s--\s", cut)
     if sentence:
-        text = text[:sentence.start()]
-    text = text.strip()
+        cut = cut[:sentence.start()]
+    # "I'm not sure, maybe 5": the remark holds the only math, so the whole line is read
+    text = (cut if _has_math(cut) or not _has_math(text) else text).strip()
     pieces, start = [], 0
     for word in _prose_words(text):
         pieces.append(text[start:word.start()])
@@ -456,10 +464,16 @@ def _repeating(sign: str, whole: str, fixed: str, period: str) -> str:
     return f"{sign}\\frac{{{value.numerator}}}{{{value.denominator}}}"
 
 
+_NUMBER_WORDS = {word: str(value) for value, word in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+
+
 def normalise(text: str) -> str:
     """Unicode and typographic forms of a math answer in plain LaTeX: −, √2, 1 000, 1\\,000,
-    0.\\overline{3}, 0.333..., a closing full stop."""
+    0.\\overline{3}, 0.333..., a number in words up to twenty, a closing full stop."""
     text = _THOUSANDS_RE.sub("", text.strip())
+    text = _NUMBER_WORDS.get(text.lower(), text)
     if re.fullmatch(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?", text):  # "1 000 000"
         text = text.replace(" ", "")
     if not text.isascii():
