@@ -591,7 +591,8 @@ def _compare_math(gold: str, pred: str) -> bool:
     if "," not in gold and re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", pred):  # "1,000"
         pred = pred.replace(",", "")
     gold_number, number = _number(gold), _number(pred)
-    if gold_number is not None and number is not None and not re.search(r"[A-Za-z]{2,}", _plain(gold + pred)):
+    units = re.sub(r"(?i)percent", "", _plain(gold + " " + pred))
+    if gold_number is not None and number is not None and not re.search(r"[A-Za-z]{2,}", units):
         return _numbers_equal(gold_number, number)
     gold_shape, shape = _shape(gold), _shape(pred)
     if "set" in (gold_shape, shape) and {gold_shape, shape} & {"interval", "pair"}:
