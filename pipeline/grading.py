@@ -128,7 +128,7 @@ def _boxes(text: str, across_lines: bool) -> list[tuple[int, str, str]]:
         groups.append([box])
     out = []
     for group in groups:
-        answers = [content.strip() for _, _, content in group]
+        answers = list(dict.fromkeys(content.strip() for _, _, content in group))  # a repeated box is one answer
         if len(answers) == 1:
             out.append((group[0][0], answers[0], "boxed"))
         else:
@@ -233,7 +233,10 @@ _NOT_ANSWERS = {"correct", "right", "wrong", "incorrect", "not", "that", "this",
 
 
 _LOOSE_ENDS = re.compile(r"^(?:[\s,;:]|\b(?:and|or)\b)+|(?:[\s,;:]|\b(?:and|or)\b)+$")
-_NEGATIONS = {"not", "never", "no", "neither"}
+# a weak math statement opening with one of these is about the answer, not the answer itself,
+# even with math after it ("the answer is not 6", "the answer is in square units, 12 cm^2")
+_NOT_ANSWER_OPENERS = {"not", "never", "no", "neither", "in", "that", "this", "correct", "right", "wrong", "incorrect",
+                       "consistent", "valid", "invalid", "the", "a", "an", "to", "as", "what", "which", "same"}
 
 
 def _prose_words(text: str) -> list[re.Match]:
@@ -400,8 +403,6 @@ def as_letter(text: str) -> str | None:
 
 
 def _reading(statement: str, grader: str, strength: str, choices) -> str | None:
-    if strength == "weak" and _strip_markup(statement).split(" ", 1)[0].lower() in _NEGATIONS:
-        return None  # "the answer is not 6"
     if grader == "choice":
         text = _strip_markup(statement)
         if not text:
@@ -411,6 +412,8 @@ def _reading(statement: str, grader: str, strength: str, choices) -> str | None:
         words = text.split()
         if len(words) <= BARE_MAX_WORDS and words[0].lower().strip(".,:") not in _NOT_ANSWERS:
             return text  # an answer that is no option: wrong, not unanswered
+        return None
+    if strength == "weak" and _strip_markup(statement).split(" ", 1)[0].lower().strip(".,:") in _NOT_ANSWER_OPENERS:
         return None
     answer = math_answer(statement) if strength != "box" else statement.strip()
     return answer if _reads_as_math(answer, strength) else None
