@@ -151,8 +151,13 @@ _KEYWORD_RE = re.compile(
 # multiple choice only: "Option C is correct", "I'd go with B", "(C) is the best"
 _CHOICE_KEYWORD_RE = re.compile(
     r"(?i:\b(?:(?:correct|right|best|final)\s+(?:option|choice)\b[ \t*_]*[:：]|(?:option|choice)\b[ \t*_]*is\b)[ \t]*)"
-    r"|(?i:\b(?:go(?:ing)?\s+with|choose|pick|select)\s+)(?=[\(\[]?(?i:(?:option|answer|choice)\s+)?[A-J]\b)"
-    r"|(?<![\w'’\-\\])(?=[\(\[]?[A-J][\)\]]?\**\s+is\s+(?:the\s+)?(?i:correct|right|best)\b)"
+    r"|(?i:\b(?:option|choice)[ \t*_]*[:：][ \t*_]*)(?=[\(\[]?[A-J]\b)"
+    # first person only: "if we choose A, ..." in an explanation is no answer
+    r"|(?i:\bI(?:['’]d|['’]ll|\s+would|\s+will)?\s+(?:choose|pick|select)\s+|\bgo(?:ing)?\s+with\s+)"
+    r"(?=[\(\[]?(?i:(?:option|answer|choice)\s+)?[A-J]\b)"
+    # "(C) is correct", "A is the best answer", not "A is the correct formula for X"
+    r"|(?<![\w'’\-\\])(?=[\(\[]?[A-J][\)\]]?\**\s+is\s+(?:the\s+)?(?i:correct|right|best)"
+    r"(?:\s+(?i:answer|option|choice))?\s*(?:[.!,;:]|$|\s+(?i:because|since|as|for)\b))"
     # a verdict in a review of the options: "B) Correct — it reacts", "**C.** Correct:"
     r"|(?m:^)[ \t*_-]*(?=[\(\[]?[A-J][\).:\]][ \t*_]*(?:[—–:-][ \t]*)?(?i:correct|true)\b)"
 )
