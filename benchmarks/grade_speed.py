@@ -70,7 +70,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--answers", type=int, default=4000)
     parser.add_argument("--workers", type=int, default=available_cores(), help="the parallel run's workers")
-    parser.add_argument("--cases", type=Path, default=CASES, help="labelled set (JSON lines) the answers are drawn from")
+    parser.add_argument("--cases", type=Path, default=CASES,
+                        help="labelled set (JSON lines) the answers are drawn from")
     parser.add_argument("--in-process-only", action="store_true", help="skip the worker-pool measurements")
     args = parser.parse_args()
     answers = synthetic_answers(args.answers, cases_path=args.cases)

@@ -445,7 +445,8 @@ def extract(text: str, grader: str, choices: list[str] | None = None) -> tuple[s
             and not _KEYWORD_RE.search(bare)):
         answer = _reading(bare, grader, "weak" if grader == "choice" else "strong", choices)
         # a short line, or an answer that opens it with a remark after ("42 (pairs)")
-        if answer and (len(bare.split()) <= BARE_MAX_WORDS or bare[0] in "$\\" or answer != bare and bare.startswith(answer)):
+        opens = bool(answer) and answer != bare and bare.startswith(answer)
+        if answer and (len(bare.split()) <= BARE_MAX_WORDS or bare[0] in "$\\" or opens):
             return answer, "bare"
     return None, None
 
@@ -468,7 +469,9 @@ _ELLIPSIS_RE = re.compile(r"(-?)(\d*)\.(\d*?)(\d+?)\4+(?:\\ldots|\\dots|\.\.\.|â
 
 
 def _repeating(sign: str, whole: str, fixed: str, period: str) -> str:
-    value = int(whole or 0) + Fraction(int(fixed + period) - int(fixed or 0), 10 ** len(fixed) * (10 ** len(period) - 1))
+    # 0.1(6) = (16 - 1) / (10 * 9): the digits through one period, less the fixed ones
+    value = int(whole or 0) + Fraction(int(fixed + period) - int(fixed or 0),
+                                       10 ** len(fixed) * (10 ** len(period) - 1))
     return f"{sign}\\frac{{{value.numerator}}}{{{value.denominator}}}"
 
 
@@ -626,10 +629,6 @@ def judge(gold: str, extracted: str, grader: str, choices: list[str] | None = No
         if gold_number is not None and number is not None:
             return "correct" if _numbers_equal(gold_number, number) else "wrong"
     return "correct" if _compare_math(gold, extracted) else "wrong"
-
-
-def compare(gold: str, extracted: str, grader: str, choices: list[str] | None = None) -> bool:
-    return judge(gold, extracted, grader, choices) == "correct"
 
 
 def grade_one(gold: str, answer: str, grader: str, choices: list[str] | None = None) -> Verdict:
