@@ -286,17 +286,28 @@ def _math_run(text: str) -> str:
     return text.strip(" \t,;:")
 
 
+def _span(match: re.Match) -> str:
+    return next(g for g in match.groups() if g is not None).strip()
+
+
+def _names_a_quantity(span: str) -> bool:
+    """A span that names what is asked rather than giving a value: "$BC$", "$k$", "$f(x)$"."""
+    return len(span) <= 20 and not re.search(r"[\d=]|\\(?:frac|sqrt|pi|infty|cup|cap|circ)", span)
+
+
 def math_answer(statement: str) -> str:
-    """The answer a math statement gives (see _math_run); math spans in prose are the answer."""
+    """The answer a math statement gives (see _math_run); math spans in prose are the answer:
+    the first that gives a value ("The length of $BC$ is $13$" -> 13) and those joined to it."""
     text = _strip_markup(statement)
     spans = list(_MATH_SPAN.finditer(text)) if "$" in text or "\\(" in text or "\\[" in text else []
     if spans and not re.search(r"\d", text[:spans[0].start()]):
-        parts = [next(g for g in spans[0].groups() if g is not None)]
-        for before, after in zip(spans, spans[1:]):
+        first = next((k for k, m in enumerate(spans) if not _names_a_quantity(_span(m))), 0)
+        parts = [_span(spans[first])]
+        for before, after in zip(spans[first:], spans[first + 1:]):
             if not _JOINER.fullmatch(text[before.end():after.start()]):
                 break
-            parts.append(next(g for g in after.groups() if g is not None))
-        return ", ".join(p.strip() for p in parts).strip()
+            parts.append(_span(after))
+        return ", ".join(parts).strip()
     return _math_run(text)
 
 
