@@ -155,7 +155,8 @@ def test_pathological_answer_times_out_in_a_worker_and_the_pool_goes_on():
     elapsed = time.monotonic() - started
     assert [v.status for v in verdicts] == ["timeout", "correct", "wrong"]
     assert verdicts[0].extracted == "10^{10^{10^{10}}}" and verdicts[0].rule == "boxed"
-    assert elapsed < 1 + KILL_GRACE_S + 10  # the limit, the grace, one worker restart, start-up
+    # the limit, the grace, one worker restart and start-up (slow on loaded cores), not a hang
+    assert elapsed < 1 + KILL_GRACE_S + 30
 
 
 def test_huge_and_deeply_nested_input_is_extracted_in_linear_time():
