@@ -15,7 +15,8 @@ The spec is `config.table_slice`. Besides main.csv the stage writes the pivots o
 - pass@k (unbiased: 1 - C(n-c, k) / C(n, k)) and maj@k (the expected majority-vote accuracy
   over all k-subsets of the n samples, ties broken at random; unanswered samples do not vote)
   for k = 1, 2, 4, ... and n, when a cell has n > 1 samples per problem and seed;
-- mean_thinking_tokens, mean_answer_tokens, budget_hit_rate, no_answer_rate, timeout_rate;
+- mean_thinking_tokens, mean_answer_tokens, budget_hit_rate, no_answer_rate, ambiguous_rate
+  (multiple-choice hedges, never correct), timeout_rate;
 - perplexity (or perplexity_<dataset>) of the (model, variant) when perplexity files are given.
 
 Every expected cell (models x variants x benchmarks x budgets of the spec) has a row. status is
@@ -154,6 +155,7 @@ def cell_metrics(cell: pd.DataFrame, dense: pd.DataFrame | None, spec: dict, key
     row["mean_answer_tokens"] = float(cell["answer_tokens"].mean()) if "answer_tokens" in cell else np.nan
     row["budget_hit_rate"] = float(cell["hit_budget"].astype(float).mean())
     row["no_answer_rate"] = float(cell["status"].eq("no_answer").mean())
+    row["ambiguous_rate"] = float(cell["status"].eq("ambiguous").mean())
     row["timeout_rate"] = float(cell["status"].eq("timeout").mean())
     return row
 
@@ -214,7 +216,8 @@ def _ordered(table: pd.DataFrame) -> pd.DataFrame:
     head = CELL + ["status", "missing"] + VARIANT_FIELDS + [
         "accuracy", "accuracy_std", "ci_low", "ci_high", "n_problems", "n_seeds", "n_samples",
         "delta_vs_dense", "delta_ci_low", "delta_ci_high"]
-    tail = ["mean_thinking_tokens", "mean_answer_tokens", "budget_hit_rate", "no_answer_rate", "timeout_rate"]
+    tail = ["mean_thinking_tokens", "mean_answer_tokens", "budget_hit_rate", "no_answer_rate", "ambiguous_rate",
+            "timeout_rate"]
     for column in head + tail:
         if column not in table.columns:
             table[column] = np.nan

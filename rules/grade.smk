@@ -4,7 +4,8 @@
 rule grade:
     """Extract and grade every answer of one generation file, one worker process per thread."""
     input:
-        "results/generations/{model}/{variant}/{benchmark}.parquet",
+        generations="results/generations/{model}/{variant}/{benchmark}.parquet",
+        data="results/data/{benchmark}.parquet",
     output:
         "results/grades/{model}/{variant}/{benchmark}.parquet",
     log:
@@ -18,5 +19,5 @@ rule grade:
     params:
         spec=grading_spec,
     shell:
-        "python -m pipeline.grade --generations {input} --spec {params.spec:q} --workers {threads} "
-        "--out {output} > {log:q} 2>&1"
+        "python -m pipeline.grade --generations {input.generations} --benchmark {input.data} "
+        "--spec {params.spec:q} --workers {threads} --out {output} > {log:q} 2>&1"

@@ -53,6 +53,8 @@ def cell(table, variant, benchmark="aime24", budget=512):
 
 def test_accuracy_std_counts_and_rates():
     grades = synthetic()
+    hedged = grades["status"].eq("wrong") & (grades.index % 2 == 0)  # a multiple-choice hedge is never correct
+    grades.loc[hedged, "status"] = "ambiguous"
     table = main_table(grades, SPEC)
     assert len(table) == 1 * 3 * 2 * 2 and set(table["status"]) == {"ok"}
     for variant in VARIANTS:
@@ -65,6 +67,8 @@ def test_accuracy_std_counts_and_rates():
         assert row["budget_hit_rate"] == pytest.approx(sum(part["hit_budget"]) / len(part))
         assert row["mean_thinking_tokens"] == pytest.approx(sum(part["thinking_tokens"]) / len(part))
         assert row["no_answer_rate"] == pytest.approx(sum(part["status"] == "no_answer") / len(part))
+        assert row["ambiguous_rate"] == pytest.approx(sum(part["status"] == "ambiguous") / len(part))
+        assert row["ambiguous_rate"] > 0
         assert row[["method", "sparsity", "allocation", "layers"]].tolist()[0] == VARIANTS[variant]["method"]
     assert "pass@1" not in table.columns  # one sample: no parallel-scaling metrics
 
