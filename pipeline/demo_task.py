@@ -107,11 +107,13 @@ def solution_text(problem: Problem, letter: str | None = None) -> tuple[str, str
 
 
 def calibration_text(task: dict, documents: int, seed: int) -> str:
-    """Worked problems, one a paragraph: the task's own distribution, as C4 is for real models."""
+    """Worked problems, one a paragraph, in the Qwen3 chat layout the demo model reads and writes:
+    the task's own distribution, as C4 is for real models."""
     rng = stream(seed, "calibration")
     paragraphs = []
     for _ in range(documents):
         problem = sample(rng, task)
         thinking, answer = solution_text(problem)
-        paragraphs.append(f"{problem.text}\n{thinking.strip()}\n{answer}")
+        paragraphs.append(f"<|im_start|>user\n{problem.text}<|im_end|>\n<|im_start|>assistant\n<think>\n"
+                          f"{thinking}</think>\n\n{answer}<|im_end|>")
     return "\n\n".join(paragraphs) + "\n"

@@ -21,7 +21,7 @@ _DELETE = object()
 
 
 def demo() -> dict:
-    return cfg.load_yaml(ROOT / "config" / "demo.yaml")
+    return cfg.load_yaml(ROOT / "tests" / "configs" / "random_demo.yaml")
 
 
 def edit(config: dict, path: str, value) -> dict:
@@ -288,7 +288,7 @@ def test_preflight_refuses(case, breaks, rules, key, words, tmp_path, monkeypatc
 
 def test_preflight_finds_nothing_wrong_with_the_demo(monkeypatch):
     monkeypatch.chdir(ROOT)
-    config = cfg.load(ROOT / "config" / "demo.yaml")
+    config = cfg.load(ROOT / "tests" / "configs" / "random_demo.yaml")
     rules = ("base_model", "benchmark_data", "calibration", "masks", "perplexity", "generate")
     assert preflight.problems(config, jobs_for(config, *rules)) == []
 

@@ -179,7 +179,7 @@ def test_preflight_offline_without_cache(monkeypatch, tmp_path):
 def test_stage_writes_table_with_provenance(tmp_path):
     from pipeline.config import benchmark_slice, load as load_config
 
-    config = load_config(Path(__file__).parent.parent / "config" / "demo.yaml")
+    config = load_config(Path(__file__).parent / "configs" / "random_demo.yaml")
     config["benchmarks"]["gpqa_diamond"]["file"] = str(Path(__file__).parent.parent / "config/demo/mcq.jsonl")
     spec = benchmark_slice(config, "gpqa_diamond")
     out = tmp_path / "gpqa.parquet"

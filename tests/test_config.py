@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def demo() -> dict:
-    return cfg.load_yaml(ROOT / "config" / "demo.yaml")
+    return cfg.load_yaml(ROOT / "tests" / "configs" / "random_demo.yaml")
 
 
 def test_study_config_describes_the_grid_of_paper_a():
@@ -65,7 +65,7 @@ def test_slices_change_only_with_what_they_read():
 
 
 def test_duplicate_variant_names_are_refused(tmp_path):
-    text = (ROOT / "config" / "demo.yaml").read_text().replace(
+    text = (ROOT / "tests" / "configs" / "random_demo.yaml").read_text().replace(
         "  wanda-50: {method: wanda, sparsity: 0.5}", "  wanda-20: {method: wanda, sparsity: 0.5}"
     )
     path = tmp_path / "dup.yaml"

@@ -34,7 +34,7 @@ def test_study_grid_offline_names_each_missing_model_and_data_set(offline):
 
 
 def test_missing_local_files_are_named(tmp_path):
-    config = cfg.load(ROOT / "config" / "demo.yaml")
+    config = cfg.load(ROOT / "tests" / "configs" / "random_demo.yaml")
     config["benchmarks"]["math500"]["file"] = str(tmp_path / "nope.jsonl")
     config["calibration"]["c4"]["path"] = str(tmp_path / "nope.txt")
     config["models"]["tiny-qwen3"] = {**{k: v for k, v in config["models"]["tiny-qwen3"].items() if k != "demo"},

@@ -82,6 +82,54 @@ def test_demo_table_has_every_cell(demo_run):
     assert table["perplexity"].notna().all() and (table["perplexity"] > 1).all()
 
 
+def _cells(table: pd.DataFrame, variant: str, benchmark: str) -> pd.DataFrame:
+    return table[(table["variant"] == variant) & (table["benchmark"] == benchmark)].sort_values("budget")
+
+
+def test_demo_dense_model_scales_with_the_thinking_budget(demo_run):
+    """The trained model's accuracy rises with the budget: budget forcing cuts its chains short."""
+    table = pd.read_csv(demo_run / "results" / "tables" / "main.csv")
+    dense = _cells(table, "dense", "chain_math")
+    assert len(dense) == len(DEMO["generation"]["budgets"]) >= 5
+    smallest, largest = dense.iloc[0], dense.iloc[-1]
+    assert largest["accuracy"] >= 0.85, dense[["budget", "accuracy"]]
+    assert smallest["accuracy"] <= 0.35, dense[["budget", "accuracy"]]
+    assert largest["accuracy"] - smallest["accuracy"] >= 0.5
+    # non-decreasing within the intervals, and the budget is what cuts: few hits at the largest one
+    for before, after in zip(dense.itertuples(), dense.iloc[1:].itertuples()):
+        assert after.ci_high >= before.accuracy, dense[["budget", "accuracy", "ci_low", "ci_high"]]
+    assert largest["budget_hit_rate"] <= 0.1 and smallest["budget_hit_rate"] >= 0.5
+    # the letters are graded too, and answers are found after forced and natural ends alike
+    choice = _cells(table, "dense", "chain_choice")
+    assert (choice["accuracy"] > 0.1).all() and (table["no_answer_rate"] <= 0.1).all()
+
+
+def test_demo_heavy_pruning_lowers_the_curve_and_parallel_samples_recover_some(demo_run):
+    table = pd.read_csv(demo_run / "results" / "tables" / "main.csv")
+    largest = max(DEMO["generation"]["budgets"])
+    at = table[(table["benchmark"] == "chain_math") & (table["budget"] == largest)].set_index("variant")
+    dense = at.loc["dense", "accuracy"]
+    heavy = [name for name, spec in DEMO["variants"].items() if spec.get("sparsity", 0) >= 0.5]
+    assert min(at.loc[heavy, "accuracy"]) <= dense - 0.2, at["accuracy"]
+    # every unstructured method at the same sparsity is in the table beside ShortGPT
+    assert {"magnitude-50", "wanda-50", "sparsegpt-50", "shortgpt-1"} <= set(at.index)
+    # with 4 samples at temperature 1 a damaged model is sometimes right: pass@4 above pass@1
+    assert DEMO["generation"]["samples"] >= 4
+    assert (at.loc[heavy, "pass@4"] >= at.loc[heavy, "pass@1"]).all()
+    assert (at.loc[heavy, "pass@4"] - at.loc[heavy, "pass@1"]).max() >= 0.05
+
+
+def test_demo_training_is_logged_and_drawn(demo_run):
+    trained = demo_run / "results" / "models" / "chain-qwen3" / "trained"
+    history = pd.read_parquet(trained / "training.parquet")
+    assert len(history) == DEMO["models"]["chain-qwen3"]["demo"]["train"]["steps"]
+    assert history["loss"].tail(50).mean() < 0.2 * history["loss"].head(10).mean()
+    log = (demo_run / "results" / "logs" / "train_demo" / "chain-qwen3.log").read_text()
+    assert "step 25/" in log and "loss" in log
+    png = demo_run / "results" / "plots" / "training_loss-chain-qwen3.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_every_rule_wrote_its_log_and_benchmark_record(demo_run):
     logs = demo_run / "results" / "logs"
     for rule in ("train_demo", "base_model", "benchmark_data", "calibration", "masks", "export", "generate", "grade",
@@ -97,6 +145,7 @@ def test_report_gathers_tables_and_plots(demo_run):
     names = zipfile.ZipFile(demo_run / "results" / "report.zip").namelist()
     assert any(name.endswith("main.csv") for name in names), names
     assert any(name.endswith("accuracy_vs_budget-chain-qwen3.png") for name in names), names
+    assert any(name.endswith("training_loss-chain-qwen3.png") for name in names), names
 
 
 def test_nothing_to_do_after_a_complete_run(demo_run):
