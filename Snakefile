@@ -1,7 +1,7 @@
 # prune-tts: what pruning does to a reasoning LLM's test-time scaling.
 #
 #   snakemake --cores 8 results/tables/main.csv                               # the study (config/config.yaml)
-#   snakemake --cores 2 results/tables/main.csv --configfile config/demo.yaml   # offline demo on a CPU
+#   snakemake --cores 2 all --configfile config/demo.yaml                     # offline demo on a CPU
 #
 # This file validates the config, includes one rule file per stage and names the targets.
 

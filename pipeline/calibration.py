@@ -179,7 +179,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     spec = spec_argument(args.spec)
     config.or_exit(config.check_stage, "calibration", spec)  # the workflow's own refusals, before loading
-    sequences = sample(spec["calibration"], load_tokenizer(args.model))
+    sequences = sample({**spec["calibration"], "task": spec.get("task", {})}, load_tokenizer(args.model))
     table = pd.DataFrame({"sample": np.arange(len(sequences)),
                           "input_ids": [np.asarray(s, dtype=np.int32) for s in sequences]})
     write_table(table, args.out, spec, seed=spec["calibration"]["seed"])

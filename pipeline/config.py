@@ -550,10 +550,11 @@ def is_trained_demo(config: dict, model: str) -> bool:
 
 
 def calibration_slice(config: dict, model: str, calibration: str) -> dict:
-    spec = dict(config["calibration"][calibration])
+    spec = config["calibration"][calibration]
+    slice_ = {"model": model_source(config, model), "calibration": spec}
     if spec["source"] == "demo_task":
-        spec["task"] = config["demo_task"]
-    return {"model": model_source(config, model), "calibration": spec}
+        slice_["task"] = config["demo_task"]
+    return slice_
 
 
 def mask_slice(config: dict, model: str, variant: str) -> dict:
@@ -634,7 +635,8 @@ _STAGE_PARTS = {
     "perplexity": [("length", "perplexity.length", "perplexity.length", False),
                    ("dtype", "models.*.dtype", "models.{model}.dtype", False),
                    ("device", "pruning.device", "pruning.device", False)],
-    "calibration": [("calibration", "calibration.*", "calibration.{set}", True)],
+    "calibration": [("calibration", "calibration.*", "calibration.{set}", True), ("task", "demo_task", "demo_task", False)],
+    "train_demo": [("demo", "models.*.demo", "models.{model}.demo", True), ("task", "demo_task", "demo_task", False)],
     "generate": [("generation", "generation", "generation", True), ("sampling", "models.*.sampling", "models.{model}.sampling", True),
                  ("template", "models.*.template", "models.{model}.template", True),
                  ("dtype", "models.*.dtype", "models.{model}.dtype", False)],

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pipeline.artifacts import atomic_path, spec_argument  # noqa: E402
-from pipeline.tables import describe, variant_order  # noqa: E402
+from pipeline.tables import labels, variant_order  # noqa: E402
 
 FORMATS = ("png", "svg")
 # 20 colours and 7 markers: with 7 prime to 20, no two of the first 140 lines share both
@@ -74,13 +74,14 @@ def accuracy_vs_budget(table: pd.DataFrame, model: str, spec: dict, out_dir: Pat
     fig, axes = _panels(spec["benchmarks"])
     part = table[(table["model"] == model) & (table["status"] != "missing")]
     order = variant_order(spec)
+    names = labels(part, spec)
     styles = line_styles(order, {v for v in order if spec["variants"][v]["method"] == "dense"})
     for benchmark, ax in axes.items():
         for variant in order:
             line = part[(part["benchmark"] == benchmark) & (part["variant"] == variant)].sort_values("budget")
             if line.empty:
                 continue
-            _draw(ax, line["budget"], line, describe(line.iloc[0]), styles[variant])
+            _draw(ax, line["budget"], line, names[variant], styles[variant])
         ax.set_xscale("log", base=2)
         ax.set_xticks(spec["budgets"], [str(b) for b in spec["budgets"]])
         _style(ax, benchmark, "thinking budget (tokens)")

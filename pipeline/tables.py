@@ -44,6 +44,15 @@ def describe(row) -> str:
     return f"{method}{sparsity}" + (f" ({allocation})" if named else "")
 
 
+def labels(table: pd.DataFrame, spec: dict) -> dict[str, str]:
+    """variant -> its description, made unique: variants that read alike (the same method and
+    sparsity with another calibration set, say) get their config name beside it."""
+    rows = table.drop_duplicates("variant").set_index("variant")
+    described = {v: describe(rows.loc[v]) for v in variant_order(spec) if v in rows.index}
+    counts = pd.Series(list(described.values())).value_counts()
+    return {v: text if counts[text] == 1 else f"{text} [{v}]" for v, text in described.items()}
+
+
 def pivot(table: pd.DataFrame, model: str, budget: int, spec: dict) -> pd.DataFrame:
     """Accuracy of every variant (rows, spec order) on every benchmark (columns, spec order),
     with the mean over benchmarks when every benchmark has a value."""
@@ -52,15 +61,17 @@ def pivot(table: pd.DataFrame, model: str, budget: int, spec: dict) -> pd.DataFr
     wide = wide.reindex(index=variant_order(spec), columns=spec["benchmarks"])
     if len(spec["benchmarks"]) > 1:
         wide["mean"] = wide.mean(axis=1, skipna=False)
-    info = part.drop_duplicates("variant").set_index("variant")
-    wide.insert(0, "description", [describe(info.loc[v]) for v in wide.index])
+    names = labels(part, spec)
+    wide.insert(0, "description", [names.get(v) for v in wide.index])
     wide.index.name = "variant"
     wide.columns.name = None
     return wide
 
 
 def _markdown(table: pd.DataFrame, model: str, budget: int, spec: dict) -> str:
-    part = table[(table["model"] == model) & (table["budget"] == budget)].set_index(["variant", "benchmark"])
+    part = table[(table["model"] == model) & (table["budget"] == budget)]
+    names = labels(part, spec)
+    part = part.set_index(["variant", "benchmark"])
     benchmarks = spec["benchmarks"]
     lines = [f"### {model}, thinking budget {budget}", "",
              "accuracy [bootstrap confidence interval over problems] ± std over seeds; "
@@ -83,7 +94,7 @@ def _markdown(table: pd.DataFrame, model: str, budget: int, spec: dict) -> str:
             if row["status"] == "partial":
                 text += " (partial)"
             cells.append(text)
-        lines.append(f"| {describe(part.loc[(variant, benchmarks[0])])} | " + " | ".join(cells) + " |")
+        lines.append(f"| {names[variant]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

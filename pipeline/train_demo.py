@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline import demo_model, demo_task, templates
+from pipeline import config, demo_model, demo_task, templates
 from pipeline.artifacts import atomic_dir, spec_argument, write_table
 
 TRAIN_DEFAULTS = {"steps": 1200, "batch": 32, "lr": 0.01, "warmup": 30, "weight_decay": 0.01, "seed": 0,
@@ -172,6 +172,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     spec = spec_argument(args.spec)
+    config.or_exit(config.check_stage, "train_demo", spec)  # the workflow's own refusals, before training
     with atomic_dir(out) as partial:
         history = pd.DataFrame(train(spec, partial, progress=lambda line: print(line, flush=True)))
         write_table(history, Path(partial) / "training.parquet", spec=spec, seed=spec["demo"]["train"].get("seed"))

@@ -115,7 +115,9 @@ def final_targets():
         targets += plot_outputs(kind, "png") + plot_outputs(kind, "svg")
     for model in config["models"]:
         if cfg.is_trained_demo(config, model):
-            targets += [f"results/plots/training_loss-{model}.{fmt}" for fmt in ("png", "svg")]
+            targets += [
+                f"results/plots/training_loss-{model}.{fmt}" for fmt in ("png", "svg")
+            ]
     return targets
 
 

@@ -173,3 +173,32 @@ def test_plots_are_written(tmp_path):
     assert plots.main(args) == 0
     for path in plots.plot_paths(tmp_path / "plots", "tiny"):
         assert path.stat().st_size > 1000
+
+
+def test_variant_labels_are_unique_and_name_nm_patterns():
+    from pipeline import tables
+
+    rows = pd.DataFrame([
+        {"variant": "dense", "method": "dense", "sparsity": None, "nm": None, "allocation": None, "layers": None},
+        {"variant": "wanda-2of4", "method": "wanda", "sparsity": None, "nm": "2:4", "allocation": "uniform", "layers": None},
+        {"variant": "wanda-50", "method": "wanda", "sparsity": 0.5, "nm": None, "allocation": "uniform", "layers": None},
+        {"variant": "wanda-50-c4", "method": "wanda", "sparsity": 0.5, "nm": None, "allocation": "uniform", "layers": None},
+        {"variant": "shortgpt-2", "method": "shortgpt", "sparsity": None, "nm": None, "allocation": None, "layers": 2},
+    ])
+    spec = {"variants": {v: {"method": m} for v, m in zip(rows["variant"], rows["method"])}}
+    names = tables.labels(rows, spec)
+    assert names["dense"] == "dense" and names["wanda-2of4"] == "wanda 2:4"
+    assert names["shortgpt-2"] == "shortgpt, 2 blocks removed"
+    assert names["wanda-50"] == "wanda 50% [wanda-50]" and names["wanda-50-c4"] == "wanda 50% [wanda-50-c4]"
+    assert len(set(names.values())) == len(names)
+
+
+def test_every_line_has_its_own_colour_and_marker():
+    from pipeline.plots import line_styles
+
+    names = [f"v{i}" for i in range(40)]
+    styles = line_styles(["dense", *names], {"dense"})
+    looks = [(style["color"], style["marker"]) for style in styles.values()]
+    assert len(set(looks)) == len(looks) == 41
+    assert styles["dense"]["color"] == "black" and styles["dense"]["zorder"] > styles["v0"]["zorder"]
+    assert len({styles[n]["color"] for n in names[:20]}) == 20  # the first twenty differ in colour alone

@@ -29,7 +29,7 @@ def test_study_grid_offline_names_each_missing_model_and_data_set(offline):
     assert "models.qwen3-8B.path" in joined  # the local alternative is named
     # the demo hint, once, with the target before --configfile (which takes several files)
     hint = preflight.PreflightError(found).hint
-    assert "snakemake --cores 2 results/tables/main.csv --configfile config/demo.yaml" in hint
+    assert "snakemake --cores 2 all --configfile config/demo.yaml" in hint
     assert "config/demo.yaml" not in joined
 
 

@@ -47,7 +47,7 @@ def yaml_examples() -> list[tuple[str, str]]:
 def test_readme_has_the_commands_a_newcomer_needs():
     commands = bash_commands()
     assert any(c.startswith("bash install.sh") for c in commands)
-    assert ".venv/bin/snakemake --cores 2 results/tables/main.csv --configfile config/demo.yaml" in commands
+    assert ".venv/bin/snakemake --cores 2 all --configfile config/demo.yaml" in commands
     assert ".venv/bin/python -m pytest" in commands
     # the target before --configfile in every command that has both
     for command in commands:
