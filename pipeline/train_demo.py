@@ -23,7 +23,7 @@ from pipeline import config, demo_model, demo_task, templates
 from pipeline.artifacts import atomic_dir, spec_argument, write_table
 
 TRAIN_DEFAULTS = {"steps": 1200, "batch": 32, "lr": 0.01, "warmup": 30, "weight_decay": 0.01, "seed": 0,
-                  "forced_fraction": 0.15, "wait_fraction": 0.05, "choice_fraction": 0.5}
+                  "forced_fraction": 0.15, "wait_fraction": 0.05, "choice_fraction": 0.5, "prompt_loss": True}
 IGNORE = -100
 
 
@@ -53,14 +53,16 @@ def _render_choices(problem: demo_task.Problem, rng: random.Random) -> tuple[str
 
 
 def example(bound: templates.Bound, problem: demo_task.Problem, rng: random.Random, settings: dict):
-    """One training sequence (ids, labels): the prompt and the text that the workflow itself
-    appends (forced answer, Wait) carry no loss; what the model writes does."""
+    """One training sequence (ids, labels): the text that the workflow itself appends (forced
+    answer, Wait) carries no loss; what the model writes does, and the prompt with prompt_loss."""
     if rng.random() < settings["choice_fraction"]:
         user, letter, options = _render_choices(problem, rng)
     else:
         user, letter, options = problem.text, None, None
     steps = problem.steps()
-    pieces: list[tuple[list[int], bool]] = [(bound.prompt_ids(user), False)]
+    # the prompt is learned too (the model then predicts the whole conversation, so perplexity
+    # on worked problems means something); what the workflow appends is not
+    pieces: list[tuple[list[int], bool]] = [(bound.prompt_ids(user), settings["prompt_loss"])]
     kind = rng.random()
     if kind < settings["forced_fraction"]:
         # budget forcing cut the thinking after `done` steps (at a token boundary in the next one)

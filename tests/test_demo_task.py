@@ -78,13 +78,16 @@ def _learned(ids, labels, bound) -> str:
 
 
 def test_natural_example_learns_thinking_end_and_answer(bound):
-    settings = {**train_demo.TRAIN_DEFAULTS, "forced_fraction": 0, "wait_fraction": 0, "choice_fraction": 0}
+    settings = {**train_demo.TRAIN_DEFAULTS, "forced_fraction": 0, "wait_fraction": 0, "choice_fraction": 0,
+                "prompt_loss": False}
     problem = demo_task.Problem(1, 2, 2)
     ids, labels = train_demo.example(bound, problem, random.Random(0), settings)
     text = bound.decode(ids)
     assert text == bound.decode(bound.prompt_ids(problem.text)) + " b3 a5</think>\n\nThe answer is \\boxed{5}.<|im_end|>"
-    # the prompt and the text the workflow appends carry no loss
+    # the text the workflow appends carries no loss; the prompt only with prompt_loss
     assert _learned(ids, labels, bound) == " b3 a5</think>The answer is \\boxed{5}.<|im_end|>"
+    ids, labels = train_demo.example(bound, problem, random.Random(0), {**settings, "prompt_loss": True})
+    assert _learned(ids, labels, bound) == bound.decode(ids).replace("</think>\n\n", "</think>")
 
 
 def test_forced_example_learns_a_guess_after_the_forced_answer(bound):

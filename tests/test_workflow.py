@@ -101,7 +101,8 @@ def test_demo_dense_model_scales_with_the_thinking_budget(demo_run):
     assert largest["budget_hit_rate"] <= 0.1 and smallest["budget_hit_rate"] >= 0.5
     # the letters are graded too, and answers are found after forced and natural ends alike
     choice = _cells(table, "dense", "chain_choice")
-    assert (choice["accuracy"] > 0.1).all() and (table["no_answer_rate"] <= 0.1).all()
+    assert (choice["accuracy"] > 0.1).all()
+    assert (dense["no_answer_rate"] <= 0.05).all() and (choice["no_answer_rate"] <= 0.05).all()
 
 
 def test_demo_heavy_pruning_lowers_the_curve_and_parallel_samples_recover_some(demo_run):
