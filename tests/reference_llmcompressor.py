@@ -23,7 +23,7 @@ import numpy as np
 
 BLOCK_CLASSES = {"llama": "LlamaDecoderLayer", "qwen2": "Qwen2DecoderLayer", "qwen3": "Qwen3DecoderLayer",
                  "qwen3_moe": "Qwen3MoeDecoderLayer", "mixtral": "MixtralDecoderLayer",
-                 "gemma3_text": "Gemma3DecoderLayer", "mistral": "MistralDecoderLayer"}
+                 "gemma3_text": "Gemma3DecoderLayer", "mistral": "MistralDecoderLayer", "phi3": "Phi3DecoderLayer"}
 
 
 def peak_rss_mb() -> float:
