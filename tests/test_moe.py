@@ -1,6 +1,7 @@
 """Mixture-of-experts models: experts pruned like any other matrix, with every unstructured
 method and allocation, and exported checkpoints whose realised sparsity is the target."""
 
+import contextlib
 import json
 
 import numpy as np
@@ -51,16 +52,10 @@ def test_calibration_forward_is_the_models_forward(built, architecture):
         expected = model(input_ids=ids).logits
         for all_tokens in (True, False):
             seen = {}
-            with torch.no_grad():
-                stack = [experts.calibrating(b, lambda n, x: seen.setdefault(n, x.shape[0]), all_tokens)
-                         for b in decoder_layers(model)]
-                for s in stack:
-                    s.__enter__()
-                try:
-                    got = model(input_ids=ids).logits
-                finally:
-                    for s in stack:
-                        s.__exit__(None, None, None)
+            with contextlib.ExitStack() as stack:
+                for block in decoder_layers(model):
+                    stack.enter_context(experts.calibrating(block, lambda n, x: seen.setdefault(n, x.shape[0]), all_tokens))
+                got = model(input_ids=ids).logits
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
             gate_inputs = [v for k, v in seen.items() if k.endswith("up_proj")]
             if all_tokens:  # every expert saw every token
@@ -122,7 +117,7 @@ def _checkpoint_zeros(folder) -> dict[str, float]:
     for file in folder.glob("*.safetensors"):
         with safe_open(file, framework="pt") as f:
             for key in f.keys():
-                if ".layers." in key and f.get_slice(key).get_shape().__len__() >= 2:
+                if ".layers." in key and len(f.get_slice(key).get_shape()) >= 2:
                     t = f.get_tensor(key)
                     out[key] = float((t == 0).float().mean())
     return out

@@ -1,6 +1,7 @@
-"""Tiny random mixture-of-experts and mixed-attention models, built offline for tests.
+"""Tiny random mixture-of-experts, mixed-attention and fused-projection (Phi3) models, built
+offline for tests.
 
-    build(folder, "qwen3_moe" | "mixtral" | "gpt_oss" | "gemma3_text", **overrides) -> folder
+    build(folder, "qwen3_moe" | "mixtral" | "gpt_oss" | "gemma3_text" | "phi3", **overrides) -> folder
 
 Each is saved as transformers saves it (MoE experts one 2-D tensor per expert), with the demo
 tokenizer. Shapes are small but keep what matters: several experts with top-k routing, a
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ARCHITECTURES = ("qwen3_moe", "mixtral", "gpt_oss", "gemma3_text")
+ARCHITECTURES = ("qwen3_moe", "mixtral", "gpt_oss", "gemma3_text", "phi3")
 
 
 def config(architecture: str, **overrides):
@@ -42,6 +43,10 @@ def config(architecture: str, **overrides):
                       query_pre_attn_scalar=16)
         kwargs.update(overrides)
         return transformers.Gemma3TextConfig(**kwargs)
+    if architecture == "phi3":  # fused qkv_proj and gate_up_proj
+        kwargs = dict(common, hidden_size=128, num_hidden_layers=4, intermediate_size=256)
+        kwargs.update(overrides)
+        return transformers.Phi3Config(**kwargs)
     raise ValueError(f"unknown tiny architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
 
 
