@@ -58,7 +58,7 @@ def _compare(reference_python, path, tmp_path, method, sparsity, nm, causal=True
     blocks); the tiny models' widths fit one Gram slab (driver.GRAM_CHUNK) and their stacked
     SparseGPT matrices need no lazy column update, so every product has the reference's shape.
 
-    causal=False: llmcompressor 0.14 calibrates some architectures (Qwen3-MoE, Mixtral) with
+    causal=False: llmcompressor 0.14 calibrates some architectures (Qwen3-MoE, Mixtral, Phi3) with
     no attention mask at all, so their attention sees later tokens; the stages keep the causal
     mask. To compare the rest of the method (experts' statistics, selection, updates) ours
     then drops the mask too; docs/REFERENCE_AGREEMENT.md has the figures with it kept."""
@@ -105,11 +105,12 @@ def test_masks_identical_to_llmcompressor(reference_python, tiny_model_factory, 
     _compare(reference_python, path, tmp_path, method, sparsity, nm)
 
 
-@pytest.mark.parametrize("architecture", ["qwen3_moe", "mixtral", "gemma3_text"])
+@pytest.mark.parametrize("architecture", ["qwen3_moe", "mixtral", "gemma3_text", "phi3"])
 @pytest.mark.parametrize("method,nm", [("wanda", None), ("wanda", "2:4"), ("sparsegpt", None), ("sparsegpt", "2:4")])
 def test_experts_and_mixed_attention_identical_to_llmcompressor(reference_python, tmp_path, architecture, method, nm):
     """Mixture-of-experts (every expert's gate, up and down, statistics from every token as
-    llmcompressor's default calibration) and Gemma3's 5 sliding : 1 full attention."""
+    llmcompressor's default calibration), Gemma3's 5 sliding : 1 full attention, and Phi3's
+    fused projections (Wanda's running mean in the reference's order)."""
     path = tiny_models.build(tmp_path / "model", architecture)
     _compare(reference_python, path, tmp_path, method, 0.5, nm, causal=architecture == "gemma3_text")
 
