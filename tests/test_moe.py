@@ -161,6 +161,10 @@ def test_support_refuses_what_cannot_reach_the_target():
     quant = {**config, "quantization_config": {"quant_method": "mxfp4"}}
     (msg,) = support.problems(quant, {"method": "magnitude", "sparsity": 0.5})
     assert "mxfp4" in msg and "dequantized" in msg
+    (msg,) = support.problems(config, {"method": "wanda", "nm": "4:2"})
+    assert "0 < N < M" in msg
+    (msg,) = support.problems(config, {"method": "magnitude", "sparsity": 1.0})
+    assert "outside [0, 1)" in msg
 
 
 def test_realised_sparsity_guard():

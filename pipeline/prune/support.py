@@ -48,8 +48,13 @@ def problems(config: dict, prune: dict, where: str = "pruning") -> list[str]:
     if quant:
         out.append(f"{where}: the model's weights are quantized ({quant.get('quant_method', 'unknown method')}); "
                    "unstructured pruning needs them dense: point the model at a bf16/fp32 (dequantized) checkpoint")
+    sparsity = prune.get("sparsity")
+    if sparsity is not None and not 0 <= float(sparsity) < 1:
+        out.append(f"{where}: sparsity {sparsity} is outside [0, 1); 1 would zero every matrix: give a fraction below 1")
     nm = parse_nm(prune.get("nm"))
-    if nm:
+    if nm and not 0 < nm[0] < nm[1]:
+        out.append(f"{where}: nm {nm[0]}:{nm[1]} must zero N of every M weights with 0 < N < M, e.g. '2:4'")
+    elif nm:
         n, m = nm
         uneven = {k: w for k, w in input_widths(config).items() if w % m}
         if uneven:
