@@ -125,3 +125,21 @@ def test_real_shapes_have_the_published_parameter_counts(name):
         digits = len(str(published).partition(".")[2])
         assert abs(counts[key] / 1e9 - published) < 10 ** -digits, (key, counts[key], published)
     assert counts["non_embedding"] < counts["total"]
+
+
+@pytest.mark.workflow
+def test_gpu_check_runs_at_the_small_size_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.py --small: every step of the GPU check (build, masks, export, vLLM
+    generation, the cost from the measured figures) on a 2-block model on the CPU."""
+    out = tmp_path / "check"
+    subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--small", "--out", str(out)], cwd=ROOT, check=True,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=1800)
+    report = json.loads((out / "gpu_check.json").read_text())
+    generate = report["generate"]
+    assert generate["requests"] == report["size"]["problems"] * report["size"]["seeds"]
+    assert generate["tokens"] > 0 and generate["tokens_per_s"] > 0 and generate["engine_start_s"] > 0
+    assert report["masks"]["rss_mib"] > 0 and report["export"]["bytes"] > 0
+    measured = json.loads((out / "measured.json").read_text())
+    text = (out / "cost-measured.md").read_text()
+    assert f"| decode_tokens_per_s_8b | {measured['decode_tokens_per_s_8b']['value']:g} |" in text
+    assert (out / "cost-stated.md").read_text() != text

@@ -163,7 +163,7 @@ def test_tensor_parallel_jobs_ask_slurm_for_their_gpus(tmp_path, slurm_cluster):
     process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     jobs: dict[str, str] = {}
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 600
         while len(jobs) < 2 and time.monotonic() < deadline and process.poll() is None:
             time.sleep(2)
             jobs = _submitted({"generate", "perplexity"})
