@@ -77,12 +77,16 @@ def main(argv=None) -> None:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--workdir", help="keep the built models here (reused when present)")
+    parser.add_argument("--mmap-threshold", type=int, help="run the stage with MALLOC_MMAP_THRESHOLD_ set to this "
+                        "many bytes: glibc's dynamic threshold otherwise lets freed blocks fragment its heap")
     args = parser.parse_args(argv)
     from tests import real_shapes
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="masks-memory-"))
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if args.mmap_threshold:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
     libraries, _, _ = run_peak(LIBRARIES, [], env)
     print(f"libraries (peak RSS of a process importing the stage's modules): {libraries:.0f} MiB", flush=True)
     header = (f"{'size':<20} {'params':>8} {'peak MiB':>9} {'block MiB':>10} {'embed MiB':>10} "
@@ -116,7 +120,8 @@ def main(argv=None) -> None:
                     f"{activations:>10.1f} {estimate:>9.0f} {peak / estimate:>6.2f} {seconds:>7.1f}")
         print(header if len(rows) == 1 else "", end="\n" if len(rows) == 1 else "")
         print(rows[-1], flush=True)
-    print(f"\n{args.method} 50%, {args.samples} x {args.length} calibration tokens, float32 on CPU; "
+    print(f"\n{args.method} 50%, {args.samples} x {args.length} calibration tokens, float32 on CPU, "
+          f"MALLOC_MMAP_THRESHOLD_={env.get('MALLOC_MMAP_THRESHOLD_', 'unset')}; "
           "model weights on disk in bfloat16.\nestimate = libraries + 1.5 x max(block, embedding) (float32 and its "
           "bfloat16 source) + activations.")
 
