@@ -239,8 +239,18 @@ def model_size_b(wildcards):
 
 
 def gpus(wildcards):
-    """Pruning and generation of real models ask for a GPU; the demo runs on CPU."""
+    """Pruning and statistics of real models ask for one GPU (they hold one block at a time);
+    the demo runs on CPU."""
     return 0 if "demo" in config["models"][wildcards.model] else 1
+
+
+def vllm_gpus(wildcards):
+    """Generation and perplexity hold the whole model: as many GPUs as vLLM's tensor parallel
+    size, so a model split over several GPUs gets them from Slurm (--gpus) and the local
+    scheduler (the `gpu` resource)."""
+    if "demo" in config["models"][wildcards.model]:
+        return 0
+    return config["generation"]["vllm"]["tensor_parallel_size"]
 
 
 def gpu_mem_mb(wildcards):
