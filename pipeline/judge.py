@@ -3,7 +3,8 @@
     python -m pipeline.judge --grades results/grades/M/V/B.parquet \\
         --generations results/generations/M/V/B.parquet --spec JSON --out results/judgements/M/V/B.parquet
 
-    python -m pipeline.judge --disagreements results/judgements/*/*/*.parquet --out results/tables/judge_disagreements.csv
+    python -m pipeline.judge --disagreements results/judgements/*/*/*.parquet \\
+        --out results/tables/judge_disagreements.csv
 
 The spec is {benchmark, judge: grading.judge}. The judge sees the gold
 answer and the answer segment the deterministic grader read, and says CORRECT or INCORRECT (as
@@ -342,7 +343,8 @@ def main(argv=None) -> int:
     parser.add_argument("--grades", help="grades Parquet (pipeline.grade)")
     parser.add_argument("--generations", help="the generations Parquet they grade")
     parser.add_argument("--spec", help="{benchmark, judge} as JSON (or @file)")
-    parser.add_argument("--disagreements", nargs="+", help="judgements Parquet files: list where judge and grader differ")
+    parser.add_argument("--disagreements", nargs="+",
+                        help="judgements Parquet files: list where judge and grader differ")
     parser.add_argument("--out", required=True, help="output judgements Parquet (or disagreements CSV)")
     args = parser.parse_args(argv)
     if args.disagreements:
