@@ -147,8 +147,8 @@ def test_s1_rule_edge_cases(tokenizer, tiny_model):
         if row["waits"] > other["waits"] and not other["hit_budget"]:
             seen.add("Wait beyond the budget")
         assert row["thinking"].count(wait) <= row["waits"]  # a Wait may lie beyond the cut
-    assert seen == {"newline dropped", "newline added", "newline read beyond the cut", "natural delimiter after the cut",
-                    "Wait beyond the budget"}
+    assert seen == {"newline dropped", "newline added", "newline read beyond the cut",
+                    "natural delimiter after the cut", "Wait beyond the budget"}
 
 
 def test_s1_rule_refuses_multi_token_delimiters_with_wait(tokenizer, tiny_model):
@@ -282,13 +282,33 @@ def test_vllm_and_transformers_agree_on_structure(tokenizer, tiny_model, vllm_en
 # --------------------------------------------------------------------------- s1's harness, anew
 
 
-# Delimiters in s1's shape (forced = newline + answer delimiter + "\nFinal Answer:") on a token the
-# tiny model emits often, so natural ends, Wait rounds and every edge case occur under greedy
-# decoding; think_start opens with a newline, which s1 reads as thinking that ends with one.
+# Delimiters in s1's shape (forced = newline + answer delimiter + "\nFinal Answer:"), with an end
+# of thinking the tiny model emits often, so natural ends, Wait rounds and every edge case occur
+# under greedy decoding: " )" (frequent anywhere: rounds that stop past the budget) or the
+# commonest first token ("first": rounds that would stop at once). think_start opens with a
+# newline, which s1 reads as thinking that ends with one.
 FREQUENT = {"think_start": "\n<think>", "think_end": " )", "answer_start": "<|im_start|>answer",
             "forced_answer": "\n<|im_start|>answer\nFinal Answer:"}
-S1_BUDGETS = [1, 2, 3, 4, 6, 9, 14, 20]
-S1_TEMPLATES = {"s1": None, "frequent": FREQUENT}
+S1_BUDGETS = list(range(1, 13)) + [16, 20]  # every small budget: a stop lands just before one
+S1_TEMPLATES = ("s1", "frequent", "first")
+
+
+def frequent_template(llm, tokenizer, tiny_model):
+    """FREQUENT with think_end the token greedy decoding most often opens the thinking with."""
+    from collections import Counter
+
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    probe = templates.bind(templates.get("generic", {**FREQUENT, "think_end": "<think>"}), tokenizer, tiny_model)
+    outs = llm.generate([TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in make_requests(probe, n=12)],
+                        SamplingParams(max_tokens=1, temperature=0.0), use_tqdm=False)
+    special = set(tokenizer.all_special_ids)
+    for token, _ in Counter(o.outputs[0].token_ids[0] for o in outs).most_common():
+        text = tokenizer.decode([token])
+        if token not in special and tokenizer.encode(text, add_special_tokens=False) == [token]:
+            return templates.get("generic", {**FREQUENT, "think_end": text})
+    raise AssertionError("no first token of the tiny model can serve as a delimiter")
 
 
 def s1_harness(llm, bound, items, wait_times, answer_max_tokens):
@@ -372,9 +392,10 @@ def s1_harness(llm, bound, items, wait_times, answer_max_tokens):
         answer_prompts.append(list(prompt) + thinking + delimiter)
     answers = generate(answer_prompts, SamplingParams(max_tokens=answer_max_tokens, stop=[tokenizer.eos_token],
                                                       **text_opts))
+    # the answer as the project records it: without the EOS that ended it
     return [{"thinking_ids": ids[i], "answer_prefix": bound.decode(delimiters[i]),
-             "answer_ids": strip(list(answers[i].token_ids)), "hit_budget": finish[i] == "length",
-             "flags": flags[i]} for i in range(len(items))]
+             "answer_ids": list(answers[i].token_ids)[:-1 if answers[i].finish_reason == "stop" else None],
+             "hit_budget": finish[i] == "length", "flags": flags[i]} for i in range(len(items))]
 
 
 @pytest.fixture(scope="module")
@@ -384,8 +405,11 @@ def s1_reference(tokenizer, tiny_model, vllm_engine):
 
     def get(name, wait_times):
         if (name, wait_times) not in cache:
-            bound = templates.bind(templates.get("generic" if S1_TEMPLATES[name] else name, S1_TEMPLATES[name]),
-                                   tokenizer, tiny_model, "Wait")
+            if name == "first":
+                template = frequent_template(vllm_engine, tokenizer, tiny_model)
+            else:
+                template = templates.get("generic", FREQUENT) if name == "frequent" else templates.get(name)
+            bound = templates.bind(template, tokenizer, tiny_model, "Wait")
             requests = make_requests(bound, n=12)
             items = [(r.prompt_ids, budget) for budget in S1_BUDGETS for r in requests]
             out = s1_harness(vllm_engine, bound, items, wait_times, 4)
@@ -409,7 +433,7 @@ COMPARED = ("thinking_ids", "answer_prefix", "answer_ids", "hit_budget")
 
 
 @pytest.mark.vllm
-@pytest.mark.parametrize("name", list(S1_TEMPLATES))
+@pytest.mark.parametrize("name", S1_TEMPLATES)
 @pytest.mark.parametrize("wait_times", [0, 1, 2])
 def test_wait_rule_s1_equals_s1_harness_token_for_token(vllm_engine, s1_reference, name, wait_times):
     bound, requests, reference = s1_reference(name, wait_times)
@@ -417,9 +441,6 @@ def test_wait_rule_s1_equals_s1_harness_token_for_token(vllm_engine, s1_referenc
     assert ours.keys() == reference.keys()
     for key, expected in reference.items():
         assert {f: ours[key][f] for f in COMPARED} == {f: expected[f] for f in COMPARED}, key
-    if name == "frequent" and wait_times:  # the edge cases bite here, and still agree
-        seen = set().union(*(row["flags"] for row in reference.values()))
-        assert {"min_tokens", "wait_beyond_budget", "natural_after_cut", "newline"} <= seen, seen
 
 
 @pytest.mark.vllm
@@ -438,6 +459,6 @@ def test_project_rule_agrees_with_s1_where_the_rules_coincide(vllm_engine, s1_re
                 else:
                     seen |= expected["flags"]
                     differ += not same
-    # both kinds of rows occur, and the rules do differ where an edge case bites
+    # both kinds of rows occur, every edge case bites somewhere, and the rules do differ there
     assert agree > 50 and differ > 10
-    assert {"min_tokens", "wait_beyond_budget", "natural_after_cut", "newline"} <= seen
+    assert {"min_tokens", "wait_beyond_budget", "natural_after_cut", "newline"} <= seen, seen
