@@ -25,6 +25,7 @@ include: "rules/data.smk"
 include: "rules/prune.smk"
 include: "rules/generate.smk"
 include: "rules/grade.smk"
+include: "rules/judge.smk"
 include: "rules/aggregate.smk"
 
 

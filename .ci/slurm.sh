@@ -2,10 +2,13 @@
 # A single-node Slurm cluster on localhost, for the workflow's Slurm test.
 #   bash .ci/slurm.sh up     install (Debian packages) and start munge, slurmctld, slurmd
 #   bash .ci/slurm.sh down   stop them
-# Needs root. State lives in $SLURM_SCRATCH (default /tmp/prune-tts-slurm).
+# Needs root. State lives in $SLURM_SCRATCH (default /tmp/prune-tts-slurm). The node declares
+# $SLURM_FAKE_GPUS (default 4) GPUs backed by plain files, so jobs asking --gpus=N are accepted
+# and their requests can be read back; nothing gives them a real device.
 set -euo pipefail
 scratch=${SLURM_SCRATCH:-/tmp/prune-tts-slurm}
 host=$(hostname -s)
+gpus=${SLURM_FAKE_GPUS:-4}
 
 up() {
   if ! command -v slurmctld >/dev/null; then
@@ -25,6 +28,7 @@ up() {
   mkdir -p /etc/slurm
   cat > /etc/slurm/slurm.conf <<CONF
 ClusterName=prunetts
+GresTypes=gpu
 SlurmctldHost=$host
 SlurmUser=root
 SlurmdUser=root
@@ -47,9 +51,15 @@ SlurmctldLogFile=$scratch/log/slurmctld.log
 SlurmdLogFile=$scratch/log/slurmd.log
 SlurmctldPidFile=$scratch/slurmctld.pid
 SlurmdPidFile=$scratch/slurmd.pid
-NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
+NodeName=$host CPUs=$cpus RealMemory=$mem Gres=gpu:$gpus State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
+  # slurmd counts a GPU per device file; plain files stand in for them (no cgroup device limits here)
+  : > /etc/slurm/gres.conf
+  for i in $(seq 0 $((gpus - 1))); do
+    touch "$scratch/gpu$i"
+    echo "NodeName=$host Name=gpu File=$scratch/gpu$i" >> /etc/slurm/gres.conf
+  done
   # the daemons alone go to the background, with no handle on this script's output
   if ! pgrep -x slurmctld >/dev/null; then
     setsid slurmctld -D -i >"$scratch/log/slurmctld.out" 2>&1 </dev/null &

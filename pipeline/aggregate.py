@@ -17,7 +17,11 @@ The spec is `config.table_slice`. Besides main.csv the stage writes the pivots o
   for k = 1, 2, 4, ... and n, when a cell has n > 1 samples per problem and seed;
 - mean_thinking_tokens, mean_answer_tokens, budget_hit_rate, no_answer_rate, ambiguous_rate
   (multiple-choice hedges, never correct), timeout_rate;
-- perplexity (or perplexity_<dataset>) of the (model, variant) when perplexity files are given.
+- perplexity (or perplexity_<dataset>) of the (model, variant) when perplexity files are given;
+- with judgements (pipeline.judge): judge_accuracy (accuracy with the judge's verdict in place of
+  the deterministic one where the judge gave one), judge_asked (rows the judge was asked about)
+  and judge_agreement (share of the rows it judged correct or wrong where it agrees with the
+  deterministic grader).
 
 Every expected cell (models x variants x benchmarks x budgets of the spec) has a row. status is
 ok, partial (some seeds, problems or samples missing; `missing` says which) or missing (no
@@ -177,10 +181,32 @@ def _gaps(cell: pd.DataFrame, seeds: list[int], benchmark_problems: set) -> str:
 # --------------------------------------------------------------------------- the table
 
 
-def main_table(grades: pd.DataFrame, spec: dict, perplexity: pd.DataFrame | None = None) -> pd.DataFrame:
+def judge_metrics(cell: pd.DataFrame) -> dict:
+    """The judge's second opinion on a cell whose grades carry judge_status / judge_correct."""
+    judged = cell["judge_correct"].notna()
+    second = cell["judge_correct"].where(judged, cell["correct"]).astype(bool)
+    return {
+        "judge_accuracy": float(cell.assign(second=second).groupby("seed")["second"].mean().mean()),
+        "judge_asked": int(cell["judge_status"].ne("not_asked").sum()),
+        "judge_agreement": float((cell["judge_correct"][judged].astype(bool) == cell["correct"][judged]).mean())
+        if judged.any() else np.nan,
+    }
+
+
+def with_judgements(grades: pd.DataFrame, judgements: pd.DataFrame) -> pd.DataFrame:
+    keys = CELL + ["problem_id", "seed", "sample"]
+    judgements = judgements.assign(problem_id=judgements["problem_id"].astype(str))
+    return grades.merge(judgements[keys + ["judge_status", "judge_correct"]], on=keys, how="left").assign(
+        judge_status=lambda t: t["judge_status"].fillna("not_asked"))
+
+
+def main_table(grades: pd.DataFrame, spec: dict, perplexity: pd.DataFrame | None = None,
+               judgements: pd.DataFrame | None = None) -> pd.DataFrame:
     variants = spec["variants"]
     dense_name = next((name for name, v in variants.items() if v["method"] == "dense"), None)
     grades = grades.assign(problem_id=grades["problem_id"].astype(str), correct=grades["correct"].astype(bool))
+    if judgements is not None:
+        grades = with_judgements(grades, judgements)
     cells = dict(list(grades.groupby(CELL, sort=False)))
     # a benchmark's problems: every problem any cell of it has graded
     problems = grades.groupby("benchmark")["problem_id"].agg(set).to_dict()
@@ -200,6 +226,8 @@ def main_table(grades: pd.DataFrame, spec: dict, perplexity: pd.DataFrame | None
                         row.update(status="partial" if gaps else "ok", missing=gaps or None)
                         dense = cells.get((model, dense_name, benchmark, budget)) if dense_name else None
                         row.update(cell_metrics(cell, dense, spec, key))
+                        if judgements is not None:
+                            row.update(judge_metrics(cell))
                     rows.append(row)
     table = pd.DataFrame(rows)
     if perplexity is not None and not perplexity.empty:
@@ -257,13 +285,16 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grades", nargs="+", required=True, help="grades Parquet files (pipeline.grade)")
     parser.add_argument("--perplexity", nargs="*", default=[], help="perplexity Parquet files")
+    parser.add_argument("--judgements", nargs="*", default=[], help="judgements Parquet files (pipeline.judge)")
     parser.add_argument("--spec", required=True, help="config.table_slice as JSON (or @file)")
     parser.add_argument("--out", required=True, help="main table CSV; pivots are written beside it")
     parser.add_argument("--strict", action="store_true", help="fail when a cell is missing or partial")
     args = parser.parse_args(argv)
     spec = spec_argument(args.spec)
     config.or_exit(config.check_stage, "aggregate", spec)  # the workflow's own refusals, before loading
-    table = main_table(read_grades(args.grades), spec, read_perplexity(args.perplexity) if args.perplexity else None)
+    judgements = pd.concat([read_table(p) for p in args.judgements], ignore_index=True) if args.judgements else None
+    table = main_table(read_grades(args.grades), spec, read_perplexity(args.perplexity) if args.perplexity else None,
+                       judgements)
     incomplete = table[table["status"] != "ok"]
     for row in incomplete.itertuples():
         print(f"{row.status}: {row.model} / {row.variant} / {row.benchmark} / budget {row.budget}: {row.missing}",

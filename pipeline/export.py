@@ -23,6 +23,7 @@ import torch
 from pipeline import config
 from pipeline.artifacts import atomic_dir, iter_tables, read_provenance, spec_argument
 from pipeline.models import decoder_layers, load_model, load_tokenizer, model_dir
+from pipeline.prune import driver
 from pipeline.prune.structured import remove_blocks
 
 # files of the base model that save_pretrained may not reproduce byte for byte
@@ -42,7 +43,7 @@ def apply_masks(model, table) -> None:
     layers = decoder_layers(model)
     with torch.no_grad():
         for row in table.itertuples():
-            weight = layers[int(row.block)].get_submodule(row.name).weight
+            weight = driver.matrix(layers[int(row.block)], row.name)
             if tuple(weight.shape) != (row.rows, row.cols):
                 raise ValueError(f"masks for block {row.block} {row.name} are {row.rows}x{row.cols}; the model's "
                                  f"matrix is {tuple(weight.shape)}: masks and model do not belong together")

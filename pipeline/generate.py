@@ -176,14 +176,14 @@ def run(spec: dict, model: str | Path, benchmark: str | Path, out: str | Path, b
     max_model_len = generation["vllm"]["max_model_len"]
     if backend is not None:
         max_model_len = min(max_model_len, backend.max_model_len)
+    wait_times, rule = generation["wait"]["times"], generation.get("wait_rule", "project")
     bf.check_lengths([r for rs in requests.values() for r in rs], bound, budgets, generation["answer_max_tokens"],
-                     max_model_len)
+                     max_model_len, wait_times, rule)
     if backend is None:
         check_backend(spec)
 
     shards = Shards(Path(out), spec, {"model": files_fingerprint(folder), "benchmark": table_fingerprint(table)})
     tally = bf.Tally()
-    wait_times = generation["wait"]["times"]
     frames = []
     for seed, seed_requests in requests.items():
         rows = shards.load_rows(seed)
@@ -196,12 +196,13 @@ def run(spec: dict, model: str | Path, benchmark: str | Path, out: str | Path, b
             backend = open_backend(spec, folder)
         thinkings = shards.load_thinking(seed, budgets[-1], seed_requests)
         if thinkings is None:
-            thinkings = bf.think(backend, bound, seed_requests, budgets[-1], wait_times, tally, label=f"seed {seed} ")
+            thinkings = bf.think(backend, bound, seed_requests, budgets[-1], wait_times, tally, label=f"seed {seed} ",
+                                 rule=rule)
             shards.save_thinking(seed, seed_requests, thinkings, spec)
         else:
             log(f"seed {seed}: cached thinking (budget {thinkings[0].budget}) reused; generating answers only")
         answers = bf.answer(backend, bound, seed_requests, thinkings, budgets, generation["answer_max_tokens"],
-                            wait_times, tally, label=f"seed {seed} ")
+                            wait_times, tally, label=f"seed {seed} ", rule=rule)
         rows = _table(answers, spec, bound, backend)
         shards.save_rows(seed, rows, spec)
         frames.append(rows)
@@ -214,7 +215,9 @@ def run(spec: dict, model: str | Path, benchmark: str | Path, out: str | Path, b
 def _table(answers: list[dict], spec: dict, bound: templates.Bound, backend) -> pd.DataFrame:
     """The generations table: the plan's rows plus what identifies how they were made."""
     sampling = spec["sampling"]
-    delimiters = json.dumps({**bound.template.delimiters(), "wait": spec["generation"]["wait"]["string"]})
+    generation = spec["generation"]
+    delimiters = json.dumps({**bound.template.delimiters(), "wait": generation["wait"]["string"],
+                             "wait_rule": generation.get("wait_rule", "project")})
     rows = pd.DataFrame(answers).drop(columns=["thinking_ids", "answer_ids"])
     return rows.assign(
         model=spec["model"], variant=spec["variant"], benchmark=spec["benchmark"], template=bound.template.name,

@@ -40,16 +40,57 @@ def checkpoint_index(folder: Path) -> dict[str, Path]:
     return out
 
 
+# Mixture-of-experts checkpoints keep one 2-D tensor per expert and projection, under the names
+# of the original modules (Qwen-MoE: mlp.experts.E.gate_proj; Mixtral: block_sparse_moe.experts.E.w1);
+# transformers fuses them into 3-D parameters as it loads. The same fusion, for one block:
+# {fused parameter: [(parts concatenated along dim 0 per expert)]} in the checkpoint's spellings.
+_EXPERT_PARTS = {
+    "gate_up_proj": [("gate_proj", "up_proj"), ("w1", "w3")],
+    "down_proj": [("down_proj",), ("w2",)],
+    "up_proj": [("up_proj",)],
+}
+_MODULE_SPELLINGS = ((".mlp.", ".mlp."), (".mlp.", ".block_sparse_moe."))
+
+
+def _source(key: str, index: dict[str, Path]) -> str | list[list[str]] | None:
+    """Where the model tensor `key` is in the checkpoint: its name there, or [[names to
+    concatenate] per expert] to stack, or None when the checkpoint lacks it."""
+    if key in index:
+        return key
+    for ours, theirs in _MODULE_SPELLINGS:
+        spelt = key.replace(ours, theirs)
+        if spelt in index:
+            return spelt
+        head, _, param = spelt.rpartition(".")
+        if not head.endswith("experts"):
+            continue
+        for parts in _EXPERT_PARTS.get(param, []):
+            experts = []
+            while all(f"{head}.{len(experts)}.{p}.weight" in index for p in parts):
+                experts.append([f"{head}.{len(experts)}.{p}.weight" for p in parts])
+            if experts:
+                return experts
+    return None
+
+
 def _read(module: nn.Module, prefix: str, index: dict[str, Path], dtype) -> None:
     from safetensors import safe_open
 
-    by_file: dict[Path, list[str]] = {}
-    for name in module.state_dict():
-        by_file.setdefault(index[prefix + name], []).append(name)
-    tensors = {}
-    for file, names in by_file.items():  # each file is mapped only while its tensors are copied out
+    plans = {name: _source(prefix + name, index) for name in module.state_dict()}
+    by_file: dict[Path, set[str]] = {}
+    for plan in plans.values():
+        for key in [plan] if isinstance(plan, str) else (k for parts in plan for k in parts):
+            by_file.setdefault(index[key], set()).add(key)
+    raw = {}
+    for file, keys in by_file.items():  # each file is mapped only while its tensors are copied out
         with safe_open(file, framework="pt") as handle:
-            tensors.update({name: handle.get_tensor(prefix + name).to(dtype) for name in names})
+            raw.update({key: handle.get_tensor(key).to(dtype) for key in keys})
+    tensors = {}
+    for name, plan in plans.items():
+        if isinstance(plan, str):
+            tensors[name] = raw.pop(plan)
+        else:  # experts: concatenate each expert's parts, stack the experts
+            tensors[name] = torch.stack([torch.cat([raw.pop(k) for k in parts]) for parts in plan])
     module.load_state_dict(tensors, assign=True)
 
 
@@ -66,7 +107,7 @@ def load_lazily(path, dtype: str = "float32"):
     layers = decoder_layers(model)
     prefixes = [f"model.layers.{i}." for i in range(len(layers))]
     wanted = [p + n for p, b in zip(prefixes, layers) for n in b.state_dict()] + ["model.embed_tokens.weight"]
-    missing = [key for key in wanted if key not in index]
+    missing = [key for key in wanted if _source(key, index) is None]
     if missing:
         warnings.warn(f"{folder}: {'no safetensors files' if not index else f'no tensor {missing[0]}'}; "
                       "reading the whole model into memory", stacklevel=2)

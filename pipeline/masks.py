@@ -27,8 +27,8 @@ from pipeline import stats as model_stats
 from pipeline.artifacts import read_provenance, read_table, spec_argument, write_tables
 from pipeline.calibration import read_calibration
 from pipeline.lazy_model import load_lazily, loaded
-from pipeline.models import decoder_layers, load_model, resolve_device
-from pipeline.prune import driver, scores, structured
+from pipeline.models import decoder_layers, load_model, model_dir, resolve_device
+from pipeline.prune import driver, scores, structured, support
 from pipeline.prune.sparsegpt import inverse_hessian, sparsegpt
 
 # OWL's reference floor for non-positive block sparsities (Wanda and SparseGPT only)
@@ -54,7 +54,7 @@ def targets(model, prune: dict, stats: dict, samples, device) -> tuple[dict, dic
     """Target sparsity per (block, linear name), and the allocation's input per matrix
     ({(block, name): {column: value}})."""
     layers = decoder_layers(model)
-    names = [[n for n, _ in driver.linears(block)] for block in layers]
+    names = [[n for n, _ in driver.matrices(block)] for block in layers]
     sparsity = prune.get("sparsity")
     if sparsity is None:  # N:M
         n, m = scores.parse_nm(prune["nm"])
@@ -68,7 +68,7 @@ def targets(model, prune: dict, stats: dict, samples, device) -> tuple[dict, dic
         ratios = []
         for b, block in enumerate(layers):
             with loaded(block):
-                A = torch.cat([scores.wanda_scores(m.weight, r[(b, n)]).flatten() for n, m in driver.linears(block)])
+                A = torch.cat([scores.wanda_scores(W, r[(b, n)]).flatten() for n, W in driver.matrices(block)])
             ratios.append(alloc.outlier_ratio(A, opts["M"]))
             extras.update({(b, n): {"outlier_ratio": ratios[-1]} for n in names[b]})
         clamp = OWL_CLAMP if prune["method"] in ("wanda", "sparsegpt") else None
@@ -80,7 +80,7 @@ def targets(model, prune: dict, stats: dict, samples, device) -> tuple[dict, dic
             table = model_stats.alphas(model)
         alpha = {(int(r.block), r.name): float(r.alpha) for r in table.itertuples()}
         block_alpha = [np.mean([alpha[(b, n)] for n in names[b]]) for b in range(len(layers))]
-        block_params = [sum(m.weight.numel() for _, m in driver.linears(block)) for block in layers]
+        block_params = [sum(W.numel() for _, W in driver.matrices(block)) for block in layers]
         per_block = alloc.alphapruning_block_sparsity(np.array(block_alpha), np.array(block_params), sparsity, prune["alphapruning"]["eps"])
         extras = {(b, n): {"alpha": alpha[(b, n)]} for b in range(len(layers)) for n in names[b]}
     elif allocation == "layerif":
@@ -95,8 +95,8 @@ def targets(model, prune: dict, stats: dict, samples, device) -> tuple[dict, dic
             raise ValueError(f"LayerIF scores cover {influence.shape[0]} blocks; the model has {len(layers)}")
         params = np.zeros((len(layers), 2))
         for b, block in enumerate(layers):
-            for n, m in driver.linears(block):
-                params[b, _group(n)] += m.weight.numel()
+            for n, W in driver.matrices(block):
+                params[b, _group(n)] += W.numel()
         groups = alloc.layerif_group_sparsity(influence, params, sparsity, opts["e1"], opts["e2"], opts["direction"])
         out = {(b, n): float(groups[b, _group(n)]) for b in range(len(layers)) for n in names[b]}
         extras = {(b, n): {"influence": float(influence[b, _group(n)])} for b in range(len(layers)) for n in names[b]}
@@ -110,11 +110,13 @@ def targets(model, prune: dict, stats: dict, samples, device) -> tuple[dict, dic
 
 
 def _row(block, name, weight, mask, target, updated: bool = False, extra=None) -> dict:
-    """One matrix's row. `updated` (SparseGPT): keep the surviving weights, which the method
-    changed, as `values` (a tensor until `as_table`)."""
+    """One matrix's row, once `weight` is pruned. `updated` (SparseGPT): keep the surviving
+    weights, which the method changed, as `values` (a tensor until `as_table`). The achieved
+    sparsity is the share of zeros the exported matrix will have (the mask, and any weight the
+    method set to zero besides: SparseGPT's never-activated columns)."""
     return {
         "block": block, "name": name, "rows": weight.shape[0], "cols": weight.shape[1],
-        "target_sparsity": target, "achieved_sparsity": float(mask.float().mean()),
+        "target_sparsity": target, "achieved_sparsity": float((mask | (weight.detach() == 0)).float().mean()),
         "zeroed": np.packbits(mask.cpu().numpy().reshape(-1)).tobytes(),
         "values": weight.detach()[~mask] if updated else None,
         "outlier_ratio": None, "alpha": None, "influence": None, **(extra or {}),
@@ -144,33 +146,33 @@ def prune_blocks(model, method: str, target: dict, nm=None, samples=None, device
 
     def select(b, block, stats) -> list[dict]:
         rows = []
-        for name, module in driver.linears(block):
-            s, W = target[(b, name)], module.weight
+        for name, W in driver.matrices(block):
+            s = target[(b, name)]
             score = scores.wanda_scores(W, stats[name]) if method == "wanda" else scores.magnitude_scores(W)
             mask = scores.select(score, s, nm, group)
             del score
-            W.data.masked_fill_(mask, 0)
+            W.detach().masked_fill_(mask, 0)
             rows.append(_row(b, name, W, mask, s, extra=extras.get((b, name))))
         return rows
 
     def sparsegpt_block(b, block, stats) -> list[dict]:
         # linears fed the same input share H: invert it once and prune them stacked
         shared: dict[int, list] = {}
-        for name, module in driver.linears(block):
-            shared.setdefault(id(stats[name]), []).append((name, module))
+        for name, W in driver.matrices(block):
+            shared.setdefault(id(stats[name]), []).append((name, W))
         masks = {}
         for members in shared.values():
             # H is only needed until its inverse exists: hand over the last reference to it
             hinv, dead = inverse_hessian([stats.pop(name) for name, _ in members][0], overwrite=True)
-            sizes = [m.weight.shape[0] for _, m in members]
-            new, mask = sparsegpt([m.weight for _, m in members], hinv, dead, [target[(b, n)] for n, _ in members], nm)
+            sizes = [W.shape[0] for _, W in members]
+            new, mask = sparsegpt([W for _, W in members], hinv, dead, [target[(b, n)] for n, _ in members], nm)
             del hinv
-            for (name, module), w, z in zip(members, new.split(sizes), mask.split(sizes)):
-                module.weight.data.copy_(w)
+            for (name, W), w, z in zip(members, new.split(sizes), mask.split(sizes)):
+                W.detach().copy_(w)
                 masks[name] = z
             del new
-        return [_row(b, name, m.weight, masks[name], target[(b, name)], True, extras.get((b, name)))
-                for name, m in driver.linears(block)]  # rows in module order
+        return [_row(b, name, W, masks[name], target[(b, name)], True, extras.get((b, name)))
+                for name, W in driver.matrices(block)]  # rows in module order
 
     if method == "magnitude":
         with torch.no_grad():
@@ -232,6 +234,21 @@ def compute(model, spec: dict, samples=None, stats: dict | None = None) -> pd.Da
     return pd.concat(list(compute_frames(model, spec, samples, stats)), ignore_index=True)
 
 
+def sparsity_summary(table: pd.DataFrame) -> str:
+    """Realised sparsity, parameter-weighted, overall and per matrix kind (attention, dense MLP,
+    experts), with each kind's target."""
+    size = table.rows * table.cols
+    kinds = table.name.map(driver.kind)
+    parts = [f"mean sparsity {float((table.achieved_sparsity * size).sum() / size.sum()):.4f}"]
+    for k, label in (("attention", "attention"), ("mlp", "dense MLP"), ("experts", "experts")):
+        sel = kinds == k
+        if sel.any():
+            n = size[sel].sum()
+            parts.append(f"{label} {float((table.achieved_sparsity * size)[sel].sum() / n):.4f} "
+                         f"(target {float((table.target_sparsity * size)[sel].sum() / n):.4f}, {int(sel.sum())} matrices)")
+    return "; ".join(parts)
+
+
 def read_stats(paths) -> dict:
     """{kind: statistics} from artifacts of the stats stage (kind read from their provenance)."""
     out = {}
@@ -241,6 +258,14 @@ def read_stats(paths) -> dict:
             raise ValueError(f"{path}: not a statistics artifact (kind {kind!r}); expected one of {', '.join(model_stats.KINDS)}")
         out[kind] = model_stats.parse(kind, read_table(path))
     return out
+
+
+def refuse_unsupported(model, spec: dict) -> None:
+    """What this model's architecture cannot give the variant (quantized experts, an N:M group
+    that does not divide a matrix), before any weight is read."""
+    problems = support.problems(support.read_config(model), spec["prune"], f"variants.{spec.get('variant')}")
+    if problems:
+        raise config.ConfigError(problems)
 
 
 def main(argv=None) -> None:
@@ -253,6 +278,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     spec = spec_argument(args.spec)
     config.or_exit(config.check_stage, "masks", spec)  # the workflow's own refusals, before loading
+    config.or_exit(refuse_unsupported, model_dir(args.model), spec)
     samples = read_calibration(args.calibration) if args.calibration else None
     stats = read_stats(args.stats)
     # block by block from disk, unless LayerIF influence must be computed here (it needs the
@@ -264,14 +290,17 @@ def main(argv=None) -> None:
 
     def parts():
         for frame in compute_frames(model, spec, samples, stats):
+            for row in frame.to_dict("records") if "achieved_sparsity" in frame else []:
+                problem = support.realised_problem(row)
+                if problem:  # stops before the table is complete: no artifact is written
+                    raise SystemExit(f"variant {spec.get('variant')}: {problem}")
             summary.append(frame.drop(columns=["zeroed", "values"], errors="ignore"))
             yield frame
 
     write_tables(parts(), args.out, spec)
     table = pd.concat(summary)
     if "achieved_sparsity" in table:
-        mean = float((table.achieved_sparsity * table.rows * table.cols).sum() / (table.rows * table.cols).sum())
-        print(f"{spec.get('variant')}: {len(table)} matrices, mean sparsity {mean:.4f}", file=sys.stderr)
+        print(f"{spec.get('variant')}: {len(table)} matrices, {sparsity_summary(table)}", file=sys.stderr)
     else:
         print(f"{spec.get('variant')}: removed blocks {table.block[table.removed].tolist()}", file=sys.stderr)
 

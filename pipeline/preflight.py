@@ -126,6 +126,7 @@ class Facts:
     depth: int | None = None
     context: int | None = None
     folder: Path | None = None  # a local folder with its tokenizer, once there is one
+    data: dict | None = None  # config.json itself
 
 
 def read_model_config(path: Path) -> dict:
@@ -138,7 +139,7 @@ def _facts_from(config_json: Path, folder: Path | None) -> Facts:
     data = read_model_config(config_json)
     depth = data.get("num_hidden_layers") or data.get("n_layer")
     context = data.get("max_position_embeddings") or data.get("n_positions")
-    return Facts(depth=depth, context=context, folder=folder)
+    return Facts(depth=depth, context=context, folder=folder, data=data)
 
 
 def model_facts(config: dict, name: str, reachable: bool) -> tuple[Facts, str | None]:
@@ -359,6 +360,10 @@ def problems(config: dict, jobs: list[tuple[str, dict]], local: bool = True) -> 
             add("gpu", f"{'generation' if rule == 'generate' else 'pruning.device'}: the {rule} jobs of model "
                        f"{wildcards['model']} need a GPU and none is visible here. Fix: run on a GPU machine or submit "
                        "with --workflow-profile profiles/slurm" + (", or set pruning.device: cpu" if rule == "masks" else ""))
+    from pipeline import judge
+
+    for line in judge.preflight_problems(config):
+        add(f"grading.judge:{line}", line)
     models = sorted({w["model"] for _, w in jobs if "model" in w})
     for name in models:
         facts, problem = model_facts(config, name, reachable=name not in unreachable)
@@ -368,6 +373,12 @@ def problems(config: dict, jobs: list[tuple[str, dict]], local: bool = True) -> 
         variants = {w["variant"] for rule, w in jobs if rule == "masks" and w.get("model") == name}
         for line in layer_problems(config, name, facts, variants):
             add(line.split(":", 1)[0] + f"@{name}", line)
+        if facts.data:  # what the architecture cannot give a variant (quantized experts, N:M widths)
+            from pipeline.prune import support
+
+            for variant in sorted(variants):
+                for line in support.problems(facts.data, config["variants"][variant], f"variants.{variant}"):
+                    add(f"variants.{variant}@{name}:{line}", line)
         if "generate" in rules and "generation.vllm.max_model_len@" + name not in found:
             for benchmark in sorted({w["benchmark"] for rule, w in jobs if rule == "generate" and w["model"] == name}):
                 add(f"generation.vllm.max_model_len@{name}", prompt_problem(config, name, facts, benchmark))

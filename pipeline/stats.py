@@ -49,8 +49,8 @@ def alphas(model) -> pd.DataFrame:
     rows = []
     for b, block in enumerate(decoder_layers(model)):
         with loaded(block):
-            for name, m in driver.linears(block):
-                rows.append({"block": b, "name": name, "params": m.weight.numel(), "alpha": esd_alpha(m.weight)})
+            for name, W in driver.matrices(block):
+                rows.append({"block": b, "name": name, "params": W.numel(), "alpha": esd_alpha(W)})
     return pd.DataFrame(rows)
 
 

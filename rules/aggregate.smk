@@ -6,6 +6,7 @@ rule aggregate:
     input:
         grades=all_grades(),
         perplexity=all_perplexities(),
+        judgements=all_judgements(),
     output:
         table=report(
             "results/tables/main.csv",
@@ -23,8 +24,10 @@ rule aggregate:
     params:
         spec=table_spec,
         perplexity=perplexity_flag,
+        judgements=judgements_flag,
     shell:
-        "python -m pipeline.aggregate --grades {input.grades} {params.perplexity} --spec {params.spec:q} "
+        "python -m pipeline.aggregate --grades {input.grades} {params.perplexity} {params.judgements} "
+        "--spec {params.spec:q} "
         "--out {output.table} > {log:q} 2>&1"
 
 

@@ -109,8 +109,11 @@ def training_plots(model):
 
 
 def final_targets():
-    """The table, its pivots and the plots (and the training curves of trained demo models)."""
+    """The table, its pivots and the plots (the training curves of trained demo models, the
+    judge's disagreements when it is on)."""
     targets = ["results/tables/main.csv"] + pivot_outputs("csv") + pivot_outputs("md")
+    if judging():
+        targets.append("results/tables/judge_disagreements.csv")
     for kind in ("accuracy_vs_budget", "accuracy_vs_sparsity"):
         targets += plot_outputs(kind, "png") + plot_outputs(kind, "svg")
     for model in config["models"]:
@@ -223,7 +226,34 @@ def generation_spec(wildcards):
 
 
 def grading_spec(wildcards):
-    return _json(cfg.grading_slice(config, wildcards.benchmark))
+    # the judge reads its own slice: its settings never regrade
+    spec = cfg.grading_slice(config, wildcards.benchmark)
+    return _json({key: value for key, value in spec.items() if key != "judge"})
+
+
+def judging():
+    return config["grading"]["judge"]["enabled"]
+
+
+def judge_spec(wildcards):
+    return _json(
+        {"benchmark": wildcards.benchmark, "judge": config["grading"]["judge"]}
+    )
+
+
+def all_judgements():
+    return (
+        [
+            path.replace("results/grades/", "results/judgements/", 1)
+            for path in all_grades()
+        ]
+        if judging()
+        else []
+    )
+
+
+def judgements_flag(wildcards, input):
+    return ("--judgements " + " ".join(input.judgements)) if judging() else ""
 
 
 def table_spec(wildcards):
@@ -239,8 +269,18 @@ def model_size_b(wildcards):
 
 
 def gpus(wildcards):
-    """Pruning and generation of real models ask for a GPU; the demo runs on CPU."""
+    """Pruning and statistics of real models ask for one GPU (they hold one block at a time);
+    the demo runs on CPU."""
     return 0 if "demo" in config["models"][wildcards.model] else 1
+
+
+def vllm_gpus(wildcards):
+    """Generation and perplexity hold the whole model: as many GPUs as vLLM's tensor parallel
+    size, so a model split over several GPUs gets them from Slurm (--gpus) and the local
+    scheduler (the `gpu` resource)."""
+    if "demo" in config["models"][wildcards.model]:
+        return 0
+    return config["generation"]["vllm"]["tensor_parallel_size"]
 
 
 def gpu_mem_mb(wildcards):

@@ -111,7 +111,7 @@ rule perplexity:
         "../envs/gpu.yaml"
     threads: 2
     resources:
-        gpu=gpus,
+        gpu=vllm_gpus,
         mem_mb=gpu_mem_mb,
         runtime=gpu_runtime_min,
     params:

@@ -5,7 +5,9 @@ environment (.venv-ref), never imports the pipeline package.
         --sparsity 0.5 | '[0.3, 0.5]' [--nm 2:4] --out RESULT.npz
 
 SAMPLES.json: a list of token-id lists (all the same length). RESULT.npz holds the pruned
-weight of every linear of every decoder block as "BLOCK.NAME" (fp32), plus "seconds" (the
+weight of every linear of every decoder block as "BLOCK.NAME" (fp32; a mixture-of-experts
+model's experts, which llmcompressor unpacks into linears before calibrating, as
+"BLOCK.mlp.experts.E.gate_proj" and so on), plus "seconds" (the
 oneshot call), "peak_rss_mb" (this process) and "import_rss_mb" (its resident memory once the
 libraries are imported, before the model is loaded).
 """
@@ -17,6 +19,11 @@ import json
 import time
 
 import numpy as np
+
+
+BLOCK_CLASSES = {"llama": "LlamaDecoderLayer", "qwen2": "Qwen2DecoderLayer", "qwen3": "Qwen3DecoderLayer",
+                 "qwen3_moe": "Qwen3MoeDecoderLayer", "mixtral": "MixtralDecoderLayer",
+                 "gemma3_text": "Gemma3DecoderLayer", "mistral": "MistralDecoderLayer", "phi3": "Phi3DecoderLayer"}
 
 
 def peak_rss_mb() -> float:
@@ -47,7 +54,7 @@ def main() -> None:
     sparsity = json.loads(args.sparsity)
     config = AutoConfig.from_pretrained(args.model)
     # target the decoder blocks: a list of sparsities is then one per block, and lm_head stays
-    block_class = {"llama": "LlamaDecoderLayer", "qwen2": "Qwen2DecoderLayer", "qwen3": "Qwen3DecoderLayer"}[config.model_type]
+    block_class = BLOCK_CLASSES[config.model_type]
     modifier = WandaPruningModifier if args.method == "wanda" else SparseGPTModifier
     recipe = modifier(sparsity=sparsity, mask_structure=args.nm, targets=[block_class])
     dataset = Dataset.from_dict({"input_ids": samples, "attention_mask": [[1] * len(s) for s in samples]})

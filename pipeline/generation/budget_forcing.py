@@ -11,12 +11,19 @@ Semantics (s1's budget forcing, see ALGORITHMS.md):
   the Wait string and at least one more token, the end token is stripped, Wait appended and
   thinking continues within the remaining budget. Round r is seeded from (sample_seed, r).
 
+Wait rule `s1` (generation.wait_rule) reproduces s1's evaluation harness instead; see
+docs/BUDGET_FORCING.md for every difference: each round may run to the full budget and the
+total is cut afterwards, a Wait is appended after every natural end but the last allowed one,
+the answer delimiter follows how the last round ended, rounds with Wait on cannot stop on their
+first token, and the forced delimiter loses its leading newline after a newline.
+
 One long run: for a given request and seed, thinking under budget B is the first part of the
 thinking under any larger budget (same prompt, same seeds, same tokens until B). So thinking is
-generated once at the largest budget and `cut` derives every smaller budget from it, replaying
-where the run under B would have stopped or waited; only the short answer phase is generated
-per budget. Budgets whose cut is identical (thinking ended before both) share one answer.
-`run_per_budget` is the reference way (one thinking run per budget), kept for comparisons.
+generated once at the largest budget and `cut` (`cut_s1`) derives every smaller budget from it,
+replaying where the run under B would have stopped or waited; only the short answer phase is
+generated per budget. This holds under both rules: under s1's, every round of the run under B is
+the same round of the longer run truncated to B tokens. Budgets whose cut is identical share one
+answer. `run_per_budget` is the reference way (one thinking run per budget), kept for comparisons.
 """
 
 from __future__ import annotations
@@ -27,9 +34,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pipeline.templates import Bound
+from pipeline.templates import Bound, TemplateError
 
 SEED_RANGE = 2**31  # vLLM and torch both accept it; per-request seeds never need more
+RULES = ("project", "s1")  # generation.wait_rule
 
 
 class LengthError(ValueError):
@@ -48,6 +56,7 @@ class Gen:
     seed: int
     stop_ids: tuple[int, ...]
     stop_strings: tuple[str, ...] = ()
+    min_tokens: int = 0  # stop ids (EOS included) cannot end the output before this many tokens
 
 
 @dataclass(frozen=True)
@@ -151,21 +160,69 @@ class Cut:
     """The thinking that a run under a smaller budget would have produced."""
 
     ids: list[int]
-    hit_budget: bool
+    hit_budget: bool  # the answer is forced
     waits: int
     finish: str  # think_end | eos | budget
+    newline: bool = False  # s1 rule: the thinking as generated ends with a newline
+
+
+@dataclass(frozen=True)
+class S1Stops:
+    """How s1's harness ends a thinking round: with Wait on, on the ids of its two delimiters
+    (think_end and the tokenizer's EOS), never on a round's first token; with Wait off, on the
+    same two delimiters matched as text. Either way it strips each delimiter's tokens, in that
+    order, from the end of a round, and nothing else."""
+
+    stop_ids: tuple[int, ...]
+    stop_strings: tuple[str, ...]
+    strip: tuple[tuple[int, ...], ...]
+    min_tokens: int
+
+
+def s1_stops(bound: Bound, wait_times: int) -> S1Stops:
+    ends = (bound.template.think_end, bound.tokenizer.eos_token)
+    strip = tuple(tuple(bound.encode(end)) for end in ends)
+    if wait_times == 0:
+        return S1Stops(tuple(bound.eos_ids), ends, strip, 0)
+    long = [end for end, ids in zip(ends, strip) if len(ids) != 1]
+    if long:
+        raise TemplateError(
+            f"generation.wait_rule s1 with generation.wait.times > 0 stops thinking on single-token delimiters "
+            f"(as s1's harness does), but {', '.join(map(repr, long))} is several tokens in this tokenizer; "
+            "use generation.wait_rule project, or a template whose think_end is one token"
+        )
+    return S1Stops(tuple(sorted({*bound.eos_ids, *(ids[0] for ids in strip)})), (), strip, 1)
+
+
+def _strip_s1(ids: list[int], strip: tuple[tuple[int, ...], ...]) -> int:
+    """How many leading ids s1 keeps of a round that stopped."""
+    keep = len(ids)
+    for seq in strip:
+        if keep >= len(seq) and tuple(ids[keep - len(seq):keep]) == seq:
+            keep -= len(seq)
+    return keep
 
 
 def think(backend: Backend, bound: Bound, requests: list[Request], budget: int, wait_times: int,
-          tally: Tally, label: str = "") -> list[Thinking]:
-    """Thinking for every request under `budget`; each Wait round is one batch."""
+          tally: Tally, label: str = "", rule: str = "project") -> list[Thinking]:
+    """Thinking for every request under `budget`; each Wait round is one batch. Under rule s1
+    each round may generate `budget` tokens and every natural end but the last allowed one gets
+    a Wait, whatever the total; `cut_s1` then applies the budget."""
+    if rule not in RULES:
+        raise ValueError(f"unknown generation.wait_rule {rule!r}; choose {' or '.join(RULES)}")
     states = [Thinking(ids=[], stops=[], budget=budget) for _ in requests]
     active = list(range(len(requests)))
     wait = bound.wait_ids
+    if rule == "s1":
+        s1 = s1_stops(bound, wait_times)
+        stop_ids, stop_strings, min_tokens = s1.stop_ids, s1.stop_strings, s1.min_tokens
+    else:
+        stop_ids, stop_strings, min_tokens = tuple(bound.think_stop_ids), tuple(bound.think_stop_strings), 0
     for round_ in range(wait_times + 1):
-        gens = [Gen(prompt_ids=requests[i].prompt_ids + tuple(states[i].ids), max_tokens=budget - len(states[i].ids),
-                    seed=derive_seed("think", requests[i].sample_seed, round_), stop_ids=tuple(bound.think_stop_ids),
-                    stop_strings=tuple(bound.think_stop_strings)) for i in active]
+        gens = [Gen(prompt_ids=requests[i].prompt_ids + tuple(states[i].ids),
+                    max_tokens=budget if rule == "s1" else budget - len(states[i].ids),
+                    seed=derive_seed("think", requests[i].sample_seed, round_), stop_ids=stop_ids,
+                    stop_strings=stop_strings, min_tokens=min_tokens) for i in active]
         outs = tally.generate(backend, gens, f"{label}thinking (budget {budget}, round {round_})")
         still = []
         for i, out in zip(active, outs):
@@ -173,10 +230,15 @@ def think(backend: Backend, bound: Bound, requests: list[Request], budget: int, 
             if not out.stopped:
                 state.ids += out.ids  # budget spent
                 continue
-            keep, kind = bound.split_stop(out.ids)
+            if rule == "s1":
+                keep = _strip_s1(out.ids, s1.strip)
+                kind = "eos" if out.ids and out.ids[-1] in bound.eos_ids else "think_end"
+            else:
+                keep, kind = bound.split_stop(out.ids)
             state.ids += out.ids[:keep]
             state.stops.append(Stop(kept=len(state.ids), tail=tuple(out.ids[keep:]), kind=kind))
-            if _waits(round_, len(state.ids), len(wait), budget, wait_times):
+            s1_waits = rule == "s1" and round_ < wait_times  # s1: whatever the budget left
+            if s1_waits or (rule == "project" and _waits(round_, len(state.ids), len(wait), budget, wait_times)):
                 state.ids += wait
                 still.append(i)
         active = still
@@ -215,11 +277,48 @@ def cut(thinking: Thinking, budget: int, wait_len: int, wait_times: int) -> Cut:
     return Cut(ids=generated[:budget], hit_budget=True, waits=round_, finish="budget")
 
 
+def cut_s1(thinking: Thinking, budget: int, bound: Bound, wait_times: int) -> Cut:
+    """What s1's harness under `budget` would have produced, from a longer run under rule s1:
+    each of its rounds is the same round of the longer run cut to `budget` tokens (a stop beyond
+    them is a round that ran out); the rounds' total is then cut to `budget` and stripped of a
+    trailing delimiter, and how the last round ended picks the answer delimiter."""
+    if budget > thinking.budget:
+        raise ValueError(f"cannot cut thinking generated under budget {thinking.budget} to a larger budget {budget}")
+    strip = s1_stops(bound, wait_times).strip
+    start = 0
+    for round_ in range(wait_times + 1):
+        stop = thinking.stops[round_] if round_ < len(thinking.stops) else None
+        generated = thinking.ids[start:stop.kept] + list(stop.tail) if stop else thinking.ids[start:]
+        if stop is not None and len(generated) <= budget:
+            if round_ < wait_times:
+                start = stop.kept + len(bound.wait_ids)
+                continue
+            ids = (thinking.ids[:start] + generated)[:budget]
+            return Cut(ids=ids[:_strip_s1(ids, strip)], hit_budget=False, waits=round_, finish=stop.kind)
+        as_generated = thinking.ids[:start] + generated[:budget]
+        ids = as_generated[:budget]
+        return Cut(ids=ids[:_strip_s1(ids, strip)], hit_budget=True, waits=round_, finish="budget",
+                   newline=_ends_with_newline(bound, as_generated))
+    raise AssertionError("unreachable: the last round always ends the thinking")
+
+
+def _ends_with_newline(bound: Bound, ids: list[int]) -> bool:
+    """s1 reads the thinking's text as vLLM streamed it, uncut: an unfinished character at its
+    end is not there yet. A think_start opening with a newline counts as one (s1's own rule)."""
+    return bound.decode(ids).rstrip("\ufffd").endswith("\n") or bound.template.think_start.startswith("\n")
+
+
+def forced_after_newline_ids(bound: Bound) -> list[int]:
+    """s1's forced delimiter after thinking that ends with a newline: without its own leading one."""
+    forced = bound.template.forced_answer
+    return bound.encode(forced[1:]) if forced.startswith("\n") else list(bound.forced_answer_ids)
+
+
 # --------------------------------------------------------------------------- answers
 
 
 def check_lengths(requests: list[Request], bound: Bound, budgets: list[int], answer_max_tokens: int,
-                  max_model_len: int) -> None:
+                  max_model_len: int, wait_times: int = 0, rule: str = "project") -> None:
     """Refuse, before any generation, budgets that cannot fit in the context."""
     if max(budgets) + answer_max_tokens > max_model_len:
         raise LengthError(
@@ -235,18 +334,34 @@ def check_lengths(requests: list[Request], bound: Bound, budgets: list[int], ans
             f"delimiter leaves no room for an answer within max_model_len {max_model_len}; raise "
             "generation.vllm.max_model_len or lower generation.budgets"
         )
+    if rule == "s1":
+        s1_stops(bound, wait_times)  # refuses delimiters s1's harness cannot stop on
+        # every round may run to the full budget: the context must hold them all, or the engine
+        # would end a round early where s1's would not
+        rounds = longest + wait_times * (max(budgets) + len(bound.wait_ids)) + max(budgets)
+        if rounds > max_model_len:
+            raise LengthError(
+                f"generation.wait_rule s1 lets each of the {wait_times + 1} thinking rounds run to the full budget: "
+                f"the longest prompt ({longest} tokens) plus {wait_times + 1} x {max(budgets)} tokens and the Wait "
+                f"strings need {rounds} tokens, over max_model_len {max_model_len}; raise "
+                "generation.vllm.max_model_len, lower generation.budgets or generation.wait.times, or use "
+                "generation.wait_rule project"
+            )
 
 
 def answer(backend: Backend, bound: Bound, requests: list[Request], thinkings: list[Thinking],
            budgets: list[int], answer_max_tokens: int, wait_times: int, tally: Tally,
-           label: str = "") -> list[dict]:
+           label: str = "", rule: str = "project") -> list[dict]:
     """Cut every thinking to every budget and generate all answers in one batch.
     Returns one row per (request, budget), requests outer, budgets ascending."""
     planned, gens, index = [], [], {}
     for request, thinking in zip(requests, thinkings):
         for budget in sorted(budgets):
-            c = cut(thinking, budget, len(bound.wait_ids), wait_times)
-            prefix = bound.answer_ids(forced=c.hit_budget)
+            if rule == "s1":
+                c = cut_s1(thinking, budget, bound, wait_times)
+            else:
+                c = cut(thinking, budget, len(bound.wait_ids), wait_times)
+            prefix = forced_after_newline_ids(bound) if c.newline else bound.answer_ids(forced=c.hit_budget)
             prompt = request.prompt_ids + tuple(c.ids) + tuple(prefix)
             gen = Gen(prompt_ids=prompt, max_tokens=min(answer_max_tokens, backend.max_model_len - len(prompt)),
                       seed=derive_seed("answer", request.sample_seed), stop_ids=tuple(bound.eos_ids))
@@ -273,18 +388,18 @@ def answer(backend: Backend, bound: Bound, requests: list[Request], thinkings: l
 
 
 def run(backend: Backend, bound: Bound, requests: list[Request], budgets: list[int], answer_max_tokens: int,
-        wait_times: int, tally: Tally) -> list[dict]:
+        wait_times: int, tally: Tally, rule: str = "project") -> list[dict]:
     """Our way: thinking once at the largest budget, answers for all budgets in one batch."""
-    thinkings = think(backend, bound, requests, max(budgets), wait_times, tally)
-    return answer(backend, bound, requests, thinkings, budgets, answer_max_tokens, wait_times, tally)
+    thinkings = think(backend, bound, requests, max(budgets), wait_times, tally, rule=rule)
+    return answer(backend, bound, requests, thinkings, budgets, answer_max_tokens, wait_times, tally, rule=rule)
 
 
 def run_per_budget(backend: Backend, bound: Bound, requests: list[Request], budgets: list[int],
-                   answer_max_tokens: int, wait_times: int, tally: Tally) -> list[dict]:
+                   answer_max_tokens: int, wait_times: int, tally: Tally, rule: str = "project") -> list[dict]:
     """The reference way: a separate thinking run and answer batch per budget."""
     rows = []
     for budget in sorted(budgets):
-        thinkings = think(backend, bound, requests, budget, wait_times, tally, label="[per budget] ")
+        thinkings = think(backend, bound, requests, budget, wait_times, tally, label="[per budget] ", rule=rule)
         rows += answer(backend, bound, requests, thinkings, [budget], answer_max_tokens, wait_times, tally,
-                       label="[per budget] ")
+                       label="[per budget] ", rule=rule)
     return rows

@@ -37,7 +37,7 @@ class HfBackend:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else request.stop_ids[0]
         # every knob explicit: the model's own generation_config (e.g. Qwen's top_k 20) must not leak in
         return GenerationConfig(
-            max_new_tokens=request.max_tokens, do_sample=sample,
+            max_new_tokens=request.max_tokens, min_new_tokens=request.min_tokens or None, do_sample=sample,
             temperature=s["temperature"] if sample else None, top_p=s["top_p"] if sample else None,
             top_k=(s["top_k"] if s["top_k"] > 0 else 0) if sample else None,
             min_p=(s["min_p"] or None) if sample else None, repetition_penalty=1.0,

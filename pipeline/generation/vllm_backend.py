@@ -92,9 +92,11 @@ class VllmBackend:
             SamplingParams(
                 temperature=self.sampling["temperature"], top_p=self.sampling["top_p"],
                 top_k=self.sampling["top_k"], min_p=self.sampling["min_p"], seed=r.seed,
-                max_tokens=r.max_tokens, stop_token_ids=list(r.stop_ids), stop=list(r.stop_strings) or None,
-                # our own stop handling reads ids; text is only needed to match stop strings
-                detokenize=bool(r.stop_strings), skip_special_tokens=False,
+                max_tokens=r.max_tokens, min_tokens=r.min_tokens, stop_token_ids=list(r.stop_ids),
+                stop=list(r.stop_strings) or None,
+                # our own stop handling reads ids; text is only needed to match stop strings,
+                # and then it is the tokenizer's plain decoding (special tokens unspaced)
+                detokenize=bool(r.stop_strings), skip_special_tokens=False, spaces_between_special_tokens=False,
             )
             for r in requests
         ]

@@ -12,8 +12,13 @@ When only statistics are wanted from the dense pass (the outputs come from the p
 the dense pass stops once the last linear of the block has seen its input: that linear's own
 product (the MLP down projection, about a fifth of a block's work) is never computed.
 
-Linears fed the very same tensor (q/k/v, gate/up) share one accumulator: the statistics are
-identical, and for SparseGPT so are the Hessian and its inverse.
+Linears fed the very same tensor (q/k/v, gate/up, and every expert's gate/up in an MoE block)
+share one accumulator: the statistics are identical, and for SparseGPT so are the Hessian and
+its inverse. Experts are matrices like any other (pipeline.prune.experts); while statistics are
+collected they compute every token, as llmcompressor's calibration does.
+
+Blocks of different attention types (sliding window or full: Gemma2/3, gpt-oss) get different
+keyword arguments (causal mask, rotary embeddings); they are captured once per type.
 """
 
 from __future__ import annotations
@@ -28,15 +33,53 @@ from torch import nn
 
 from pipeline import lazy_model
 from pipeline.models import decoder_layers
+from pipeline.prune import experts
 
 # tokens per forward batch: enough rows for efficient matrix products (as fast as 2048 on CPU),
 # few enough that a block's transient activations stay small next to the model
 DEFAULT_BATCH_TOKENS = 1024
 
 
+# linears that route tokens to experts: never pruned (left dense, as the reference does)
+ROUTERS = ("gate", "router", "shared_expert_gate")
+
+
 def linears(block: nn.Module) -> list[tuple[str, nn.Linear]]:
-    """The prunable matrices of a decoder block, in module order (q, k, v, o, gate, up, down)."""
-    return [(name, m) for name, m in block.named_modules() if isinstance(m, nn.Linear)]
+    """The prunable nn.Linear modules of a decoder block, in module order (q, k, v, o, gate, up,
+    down); router linears excluded."""
+    return [(name, m) for name, m in block.named_modules()
+            if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] not in ROUTERS]
+
+
+def matrices(block: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Every prunable matrix of a block as (name, 2-D weight), in module order: the linears'
+    weights and each expert's gate, up and down (views into the experts' 3-D parameters)."""
+    out = []
+    for name, m in block.named_modules():
+        if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] not in ROUTERS:
+            out.append((name, m.weight))
+        elif experts.is_fused_experts(m):
+            out += experts.matrices(name, m)
+    return out
+
+
+def matrix(block: nn.Module, name: str) -> torch.Tensor:
+    """The 2-D weight called `name` by `matrices` (a linear's weight or an expert's view)."""
+    owner, _, last = name.rpartition(".")
+    if last in experts.PARTS:
+        head, _, index = owner.rpartition(".")
+        if index.isdigit() and head:
+            module = block.get_submodule(head)
+            if experts.is_fused_experts(module):
+                return experts.expert_weights(module, int(index))[last]
+    return block.get_submodule(name).weight
+
+
+def kind(name: str) -> str:
+    """The matrix kind a name belongs to, for reports: attention, experts or mlp (dense)."""
+    if ".experts." in f".{name}":
+        return "experts"
+    return "attention" if "attn" in name or "attention" in name else "mlp"
 
 
 def batches(samples: Sequence[Sequence[int]], batch_tokens: int) -> list[list[int]]:
@@ -55,37 +98,65 @@ class _Stop(Exception):
     pass
 
 
+def block_types(model) -> list:
+    """Each block's attention type (None for all when the model has one kind)."""
+    types = list(getattr(model.config, "layer_types", None) or [])
+    n = len(decoder_layers(model))
+    return types[:n] if len(set(types)) > 1 else [None] * n
+
+
+class _Capture(nn.Module):
+    """Stands in for a block while the inputs are captured: records what the model passes it
+    and hands its input on unchanged; the last one stops the forward."""
+
+    def __init__(self, sink: dict, key, last: bool):
+        super().__init__()
+        self.sink, self.key, self.last = sink, key, last
+
+    def forward(self, *args, **kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        if self.key is not False and self.key not in self.sink:
+            self.sink[self.key] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+            self.sink.setdefault("hidden", hidden)
+        if self.last:
+            raise _Stop
+        return hidden
+
+
 def capture_inputs(model, samples, device, batch_tokens=DEFAULT_BATCH_TOKENS) -> list[tuple[torch.Tensor, dict]]:
-    """[(hidden states entering block 0, the block's keyword arguments)] per batch, on `device`.
-    Only the embeddings and rotary module visit the device; the model stops at block 0."""
+    """[(hidden states entering block 0, {attention type: the blocks' keyword arguments})] per
+    batch, on `device`. Only the embeddings and rotary module visit the device: blocks up to the
+    first of the last type are replaced by stand-ins that record their arguments."""
     layers = decoder_layers(model)
-    types = set(getattr(model.config, "layer_types", None) or [])
-    if len(types) > 1:
-        raise NotImplementedError(f"blocks with different attention types {sorted(types)} need per-type masks; not supported")
+    types = block_types(model)
+    first = {}
+    for i, t in enumerate(types):
+        first.setdefault(t, i)
+    stop = max(first.values())
     inner = model.model
     moved = [m for m in (inner.embed_tokens, getattr(inner, "rotary_emb", None)) if m is not None]
     lazy_model.load(inner.embed_tokens)
     for m in moved:
         m.to(device)
     captured = []
-
-    def stop(_module, args, kwargs):
-        hidden = args[0] if args else kwargs.pop("hidden_states")
-        kwargs = {k: v for k, v in kwargs.items() if k != "hidden_states"}
-        captured.append((hidden, kwargs))
-        raise _Stop
-
-    handle = layers[0].register_forward_pre_hook(stop, with_kwargs=True)
+    sink: dict = {}
+    originals = [layers[i] for i in range(stop + 1)]
+    for i in range(stop + 1):
+        layers[i] = _Capture(sink, types[i] if first[types[i]] == i else False, i == stop)
     try:
         with torch.no_grad():
             for idx in batches(samples, batch_tokens):
                 ids = torch.tensor([list(samples[i]) for i in idx], dtype=torch.long, device=device)
+                sink.clear()
                 try:
                     model(input_ids=ids, use_cache=False)
                 except _Stop:
                     pass
+                hidden = sink.pop("hidden")
+                captured.append((hidden, dict(sink)))
     finally:
-        handle.remove()
+        for i, layer in enumerate(originals):
+            layers[i] = layer
         for m in moved:
             if not lazy_model.release(m):
                 m.to("cpu")
@@ -129,31 +200,36 @@ def _mirror(H: torch.Tensor) -> None:
 
 
 class _Accumulator:
-    """fp32 input statistics of a block's linears: 'wanda' (sum of x_j^2 over tokens, divided
-    by the number of sequences at the end) or 'hessian' (2 / nsamples * sum of x x^T).
+    """fp32 input statistics of a block's matrices, each the running mean llmcompressor keeps:
+    'wanda' (r = sum of x_j^2 over tokens / sequences) or 'hessian' (2 / sequences * sum x x^T).
+    After every batch of `batch` sequences the statistic is rescaled by old / new sequence count
+    and the batch's share added, in the reference's order of operations, so that borderline
+    weights (and every block after them) are pruned identically.
 
-    `order` records the linears in the order the block calls them; once `stop_after` names
-    one, the forward is cut short (raises _Stop) right after that linear's input is recorded."""
+    `order` records the matrices in the order the block uses them; once `stop_after` names
+    one, the forward is cut short (raises _Stop) right after that matrix's input is recorded.
+    `see(name, x)` is how a matrix shows its input: the linears' hooks, the experts' forward."""
 
     def __init__(self, block: nn.Module, kind: str):
         self.kind, self.sums, self.leader, self.nsamples = kind, {}, {}, 0  # sequences so far, this batch's included
+        self.batch = 0  # sequences in the current batch
         self.order: list[str] = []
         self.stop_after: str | None = None
         self._last = (None, None)
         self.handles = [m.register_forward_pre_hook(self._hook(name)) for name, m in linears(block)]
 
     def _hook(self, name):
-        def fn(_module, args):
-            if name not in self.order:
-                self.order.append(name)
-            self._record(name, args[0])
-            if name == self.stop_after:
-                raise _Stop
+        return lambda _module, args: self.see(name, args[0])
 
-        return fn
+    def see(self, name, x):
+        if name not in self.order:
+            self.order.append(name)
+        self._record(name, x)
+        if name == self.stop_after:
+            raise _Stop
 
     def _record(self, name, x):
-        if self._last[0] is x:  # same input as the previous linear: share its statistics
+        if self._last[0] is x:  # same input as the previous matrix: share its statistics
             self.leader.setdefault(name, self._last[1])
             return
         lead = self.leader.setdefault(name, name)
@@ -161,26 +237,25 @@ class _Accumulator:
         cols = x.shape[-1]
         if lead not in self.sums:
             self.sums[lead] = x.new_zeros((cols,) if self.kind == "wanda" else (cols, cols), dtype=torch.float32)
-        flat = x.reshape(-1, cols)
+        flat = x.reshape(-1, cols).float()
+        S, seen = self.sums[lead], self.nsamples
+        factor = (seen - self.batch) / seen
         if self.kind == "wanda":
-            self.sums[lead] += flat.float().square().sum(0)
+            # as llmcompressor: r *= n / (n + b); r += ||x_j||^2 / (n + b), the norm over the
+            # transposed input (a norm, then squared: not the same rounding as a sum of squares)
+            S *= factor
+            S += torch.norm(flat.t(), p=2, dim=1) ** 2 / seen
             return
-        # The running mean of the SparseGPT reference (and llmcompressor): rescale H, add
-        # (sqrt(2 / n) x)^T (sqrt(2 / n) x). The same value as 2 / n * sum x x^T, but
-        # rounded the same way as the reference, so that borderline weights (and every block
-        # after them) are pruned identically. `x` is (sequences, tokens, cols).
-        H, seen = self.sums[lead], self.nsamples
-        _scale_upper(H, (seen - x.shape[0]) / seen)
-        _add_gram(H, math.sqrt(2 / seen) * flat.float())
+        # H *= n / (n + b); H += (sqrt(2 / (n + b)) x)^T (sqrt(2 / (n + b)) x)
+        _scale_upper(S, factor)
+        _add_gram(S, math.sqrt(2 / seen) * flat)
 
     def finish(self) -> dict[str, torch.Tensor]:
         for h in self.handles:
             h.remove()
         self._last = (None, None)
-        for t in self.sums.values():
-            if self.kind == "wanda":
-                t.mul_(1.0 / self.nsamples)
-            else:
+        if self.kind == "hessian":
+            for t in self.sums.values():
                 _mirror(t)
         out = {name: self.sums[lead] for name, lead in self.leader.items()}
         self.sums = {}  # the caller owns the statistics now and may free them one by one
@@ -213,33 +288,39 @@ def walk(
     truncate = collect is not None and propagate == "pruned" and observe is None
     with torch.no_grad():
         layers = decoder_layers(model)
+        types = block_types(model)
         data = capture_inputs(model, samples, device, batch_tokens)
         start = time.perf_counter()
         for i, block in enumerate(layers):
             lazy_model.load(block)
             block.to(device)
             acc = _Accumulator(block, collect) if collect else None
-            for j, (hidden, kwargs) in enumerate(data):
-                if acc:
-                    acc.nsamples += hidden.shape[0]
-                try:
-                    out = _output(block(hidden, **kwargs))
-                except _Stop:
-                    out = None
-                if acc and truncate:  # the first batch showed which linear the block calls last
-                    acc.stop_after = acc.order[-1]
-                if observe:
-                    observe(i, hidden, out)
-                if propagate == "dense":  # this batch's input is spent: its output takes its place
-                    data[j] = (out, kwargs)
-                del hidden, out
+            # experts compute every token while statistics are collected (the reference's
+            # calibration), only their routed tokens otherwise
+            with experts.calibrating(block, acc.see if acc else None, all_tokens=acc is not None):
+                for j, (hidden, per_type) in enumerate(data):
+                    if acc:
+                        acc.batch = hidden.shape[0]
+                        acc.nsamples += acc.batch
+                    try:
+                        out = _output(block(hidden, **per_type[types[i]]))
+                    except _Stop:
+                        out = None
+                    if acc and truncate:  # the first batch showed which matrix the block uses last
+                        acc.stop_after = acc.order[-1]
+                    if observe:
+                        observe(i, hidden, out)
+                    if propagate == "dense":  # this batch's input is spent: its output takes its place
+                        data[j] = (out, per_type)
+                    del hidden, out
             stats = acc.finish() if acc else {}
             del acc
             yield i, block, stats
             del stats
             if propagate == "pruned" and i + 1 < len(layers):  # nothing reads the last block's outputs
-                for j, (hidden, kwargs) in enumerate(data):
-                    data[j] = (_output(block(hidden, **kwargs)), kwargs)
+                with experts.calibrating(block, None, all_tokens=collect is not None):
+                    for j, (hidden, per_type) in enumerate(data):
+                        data[j] = (_output(block(hidden, **per_type[types[i]])), per_type)
             if not lazy_model.release(block) and device != "cpu":
                 block.to("cpu")
             print(f"{label} {i + 1}/{len(layers)} ({time.perf_counter() - start:.1f}s)", file=sys.stderr, flush=True)

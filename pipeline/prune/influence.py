@@ -18,23 +18,43 @@ GROUPS = ("attention", "mlp")
 DAMPING = 0.1  # DataInf: lambda = mean over samples of mean(g^2), divided by 10
 
 
-def sublayer_groups(model) -> list[dict[str, list[nn.Linear]]]:
-    """The linears of each decoder block, split into attention (`self_attn.*`) and MLP (`mlp.*`)."""
+def sublayer_groups(model) -> list[dict[str, list[nn.Module]]]:
+    """The prunable linears of each decoder block, split into attention (`self_attn.*`) and MLP
+    (`mlp.*`); routers excluded (they are not pruned)."""
+    from pipeline.prune.driver import linears
+
     blocks = []
     for i, block in enumerate(decoder_layers(model)):
         groups = {g: [] for g in GROUPS}
-        for name, module in block.named_modules():
-            if isinstance(module, nn.Linear):
-                if name.startswith("self_attn."):
-                    groups["attention"].append(module)
-                elif name.startswith("mlp."):
-                    groups["mlp"].append(module)
-                else:
-                    raise TypeError(f"block {i}: linear {name} is neither under self_attn nor mlp; cannot assign it to a LayerIF group")
-        if not all(groups.values()):
-            raise TypeError(f"block {i}: found no {'attention' if not groups['attention'] else 'MLP'} linears")
+        for name, module in linears(block):
+            groups[_group_of(i, name)].append(module)
         blocks.append(groups)
     return blocks
+
+
+def _group_of(block: int, name: str) -> str:
+    if name.startswith("self_attn."):
+        return "attention"
+    if name.startswith("mlp."):
+        return "mlp"
+    raise TypeError(f"block {block}: matrix {name} is neither under self_attn nor mlp; cannot assign it to a LayerIF group")
+
+
+def sublayer_weights(model) -> list[dict[str, list[torch.Tensor]]]:
+    """Per block and group, the weights whose gradients LayerIF measures: each linear's weight
+    and, in a mixture-of-experts block, each 3-D experts parameter (all experts of one
+    projection count as one matrix, as they are one parameter)."""
+    from pipeline.prune import experts
+
+    out = []
+    for i, (block, groups) in enumerate(zip(decoder_layers(model), sublayer_groups(model))):
+        weights = {g: [m.weight for m in groups[g]] for g in GROUPS}
+        for name, module in experts.fused_experts(block):
+            weights[_group_of(i, name)] += [p for n, p in module.named_parameters() if p.dim() == 3]
+        if not all(weights.values()):
+            raise TypeError(f"block {i}: found no {'attention' if not weights['attention'] else 'MLP'} matrices")
+        out.append(weights)
+    return out
 
 
 def datainf_influence(train_grads: torch.Tensor, val_grad: torch.Tensor, damping: float = DAMPING) -> torch.Tensor:
@@ -78,8 +98,8 @@ def sample_influence(model, train_ids: list[list[int]], val_ids: list[list[int]]
         raise ValueError("LayerIF influence needs at least one training and one validation sequence")
     if min(map(len, [*train_ids, *val_ids])) < 2:
         raise ValueError("LayerIF influence: every sequence needs at least 2 tokens (one prediction)")
-    groups = sublayer_groups(model)
-    weights = [m.weight for block in groups for g in GROUPS for m in block[g]]
+    groups = sublayer_weights(model)
+    weights = [w for block in groups for g in GROUPS for w in block[g]]
     owner = [(b, GROUPS.index(g)) for b, block in enumerate(groups) for g in GROUPS for _ in block[g]]
     flags = {p: p.requires_grad for p in model.parameters()}
     was_training = model.training

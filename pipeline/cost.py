@@ -1,0 +1,379 @@
+"""What the configured grid costs before it runs: jobs, GPU-hours and disk per stage.
+
+    python -m pipeline.cost [--configfile config/config.yaml ...] [--figures FILE.json] [--out results/cost.md]
+
+Counts the jobs each rule will run for the whole grid (as `snakemake -n` does on an empty
+results/ folder) and estimates GPU-hours and disk from per-token and per-parameter figures
+(FIGURES; each names its source). `--figures` replaces some of them with measured ones, e.g.
+those benchmarks/gpu_check.sh writes on a GPU machine. Pruned checkpoints are counted apart:
+with `pruning.keep_checkpoints: false` each is deleted once its generations exist.
+
+Generation dominates. Its "expected" column assumes every thinking phase runs to its budget and
+answers of FIGURES answer_tokens; the "bound" column lets every answer run to
+generation.answer_max_tokens, what a pruned model that never stops would cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pipeline import config as cfg
+
+# name -> (value, unit, source). Per-GPU throughputs are for bfloat16 weights.
+FIGURES: dict[str, tuple[float, str, str]] = {
+    "decode_tokens_per_s_8b": (
+        3000.0, "tokens/s per GPU",
+        "vLLM batched decoding of an 8B model on one H100/H200-class GPU: 2,303-3,322 tok/s for "
+        "Llama-3.1-8B BF16 at batch 1024 on an H200 (71 GB MIG slice), vLLM 0.17 "
+        "(github.com/ssaketh-ch/llama31b-benchmark); third-party summaries quote up to ~12,500 "
+        "tok/s on an H100 for short chat outputs, which long reasoning contexts do not reach"),
+    "reference_params_b": (8.0, "billion parameters", "the model size of decode_tokens_per_s_8b"),
+    "tensor_parallel_efficiency": (
+        0.8, "fraction",
+        "assumption: throughput per GPU under tensor parallelism relative to one GPU (all-reduce "
+        "per layer); Lambda's vLLM benchmark reports data parallelism beating tensor parallelism "
+        "when a model fits one GPU (github.com/LambdaLabsML/vllm-benchmark)"),
+    "engine_start_s": (
+        120.0, "s per generate job",
+        "assumption for vLLM CUDA start (weights load + CUDA graph capture); about 20 s in-process "
+        "on this project's CPU machines (docs/COST.md); benchmarks/gpu_check.sh measures it"),
+    "effective_tflops": (
+        100.0, "TFLOP/s",
+        "assumption for the block-by-block stages (masks, statistics, perplexity): about 10% of "
+        "the H100 SXM's 989 TFLOP/s dense BF16 peak (NVIDIA H100 datasheet), as the passes are "
+        "small; benchmarks/gpu_check.sh measures the masks stage"),
+    "load_gb_per_s": (
+        2.0, "GB/s",
+        "assumption: reading safetensors from a local NVMe or parallel file system into the GPU"),
+    "answer_tokens": (
+        400.0, "tokens per answer",
+        "assumption: a forced answer after the thinking ('Final Answer:' then a boxed result and "
+        "a short justification)"),
+    "text_bytes_per_token": (
+        4.0, "bytes",
+        "about 4 characters of English text per BPE token (OpenAI's tokenizer guide); stored "
+        "uncompressed here, so an upper bound for Parquet"),
+    "wikitext2_tokens": (
+        300000.0, "tokens",
+        "WikiText-2 test: 245,569 words (Merity et al. 2016, arXiv 1609.07843) at about 1.2 BPE "
+        "tokens per word"),
+    "row_bytes": (300.0, "bytes per row", "assumption: keys, gold, extracted answer and counters of a generation or grade row"),
+}
+
+# bytes per parameter in safetensors: raw little-endian tensors plus a small JSON header
+BYTES_PER_PARAM = {"bfloat16": 2, "float16": 2, "float32": 4}
+
+# problems in each built-in benchmark (the data sets' cards; docs/COST.md)
+BUILTIN_PROBLEMS = {"aime24": 30, "aime25": 30, "amc23": 40, "math500": 500, "gpqa_diamond": 198}
+
+
+def figures(overrides: dict | None = None) -> dict[str, dict]:
+    """FIGURES as {name: {value, unit, source}}, with `overrides` (name -> value, or
+    {value, source}) applied; an unknown name is refused."""
+    table = {name: {"value": v, "unit": u, "source": s} for name, (v, u, s) in FIGURES.items()}
+    for name, given in (overrides or {}).items():
+        if name not in table:
+            raise ValueError(f"--figures: unknown figure {name!r}; known: {', '.join(table)}")
+        if not isinstance(given, (int, float, dict)):
+            raise ValueError(f"--figures: {name} must be a number or {{value, source}}, got {given!r}")
+        given = given if isinstance(given, dict) else {"value": given}
+        table[name] = {**table[name], "value": float(given["value"]),
+                       "source": given.get("source", "measured (--figures)")}
+    return table
+
+
+# --------------------------------------------------------------------------- model and data sizes
+
+
+def model_shape(config: dict, model: str) -> dict:
+    """params (total), linear (params of the decoder blocks' matrices) and layers, from the
+    checkpoint's config.json when it is on disk (a path, a built demo or a downloaded model),
+    else from models.<name>.size_b with the decoder taken as the whole model."""
+    spec = config["models"][model]
+    folder = None
+    if "path" in spec:
+        folder = Path(spec["path"]).expanduser()
+    else:
+        manifest = Path(f"results/models/{model}/model.json")
+        if manifest.exists():
+            info = json.loads(manifest.read_text())
+            folder = manifest.parent / info["path"]
+    if folder is not None and (folder / "config.json").exists():
+        return _shape_from_config(folder)
+    if "demo" in spec:
+        return _shape_from_demo(spec["demo"])
+    params = spec["size_b"] * 1e9
+    return {"params": params, "linear": params, "layers": None, "source": "size_b"}
+
+
+def _shape_from_config(folder: Path) -> dict:
+    import torch
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(folder)
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(config)
+    from pipeline.models import decoder_layers
+
+    blocks = decoder_layers(model)
+    linear = sum(p.numel() for block in blocks for n, p in block.named_parameters() if p.dim() >= 2)
+    return {"params": float(sum(p.numel() for p in model.parameters())), "linear": float(linear),
+            "layers": len(blocks), "source": str(folder / "config.json")}
+
+
+def _shape_from_demo(demo: dict) -> dict:
+    """The demo model's parameters from its spec (pipeline.demo_model): untied embeddings, RMS
+    norms, Qwen3's per-head query and key norms, Qwen2's attention biases."""
+    hidden, inter, layers, arch = demo["hidden"], demo["intermediate"], demo["layers"], demo.get("architecture", "qwen3")
+    head = hidden // demo["heads"]
+    kv = head * demo["kv_heads"]
+    block = 2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * inter
+    extra = 2 * hidden + (2 * head if arch == "qwen3" else 0) + (hidden + 2 * kv if arch == "qwen2" else 0)
+    return {"params": float(layers * (block + extra) + 2 * demo["vocab"] * hidden + hidden),
+            "linear": float(layers * block), "layers": layers, "source": "demo spec"}
+
+
+def problems(config: dict, benchmark: str) -> int:
+    from pipeline.benchmarks import resolve_definition
+
+    definition = resolve_definition(benchmark, config["benchmarks"][benchmark])
+    if "file" in definition:
+        count = _rows(Path(definition["file"]))
+    elif benchmark in BUILTIN_PROBLEMS:
+        count = BUILTIN_PROBLEMS[benchmark]
+    else:
+        raise ValueError(f"benchmarks.{benchmark}: no size known for a Hub data set without a local file; "
+                         "set benchmarks.{benchmark}.limit or give file")
+    return min(count, definition.get("limit", count))
+
+
+def _rows(path: Path) -> int:
+    if not path.exists():
+        raise FileNotFoundError(f"benchmark file {path} does not exist")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    if path.suffix == ".csv":
+        import pandas as pd
+
+        return len(pd.read_csv(path))
+    return sum(1 for line in path.read_text().splitlines() if line.strip())
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def jobs(config: dict) -> dict[str, list[dict]]:
+    """Every job of the default target, per rule: the wildcards each job runs with."""
+    models, variants, benchmarks = list(config["models"]), list(config["variants"]), list(config["benchmarks"])
+    pruned = [v for v in variants if not cfg.is_dense(config, v)]
+    out: dict[str, list[dict]] = {rule: [] for rule in (
+        "base_model", "benchmark_data", "calibration", "stats_weights", "stats_activations", "masks",
+        "export", "perplexity", "generate", "grade", "aggregate", "plots", "all")}
+    for model in models:
+        out["base_model"].append({"model": model})
+        calibrations, stats = set(), set()
+        for variant in pruned:
+            if cfg.variant_calibration(config, variant):
+                calibrations.add(cfg.variant_calibration(config, variant))
+            stats.update(cfg.variant_stats(config, variant))
+        calibrations.update(cal for _, cal in stats if cal)
+        out["calibration"] += [{"model": model, "calibration": c} for c in sorted(calibrations)]
+        for kind, cal in sorted(stats, key=str):
+            rule = "stats_weights" if cal is None else "stats_activations"
+            out[rule].append({"model": model, "kind": kind, "calibration": cal})
+        for variant in pruned:
+            out["masks"].append({"model": model, "variant": variant})
+            out["export"].append({"model": model, "variant": variant})
+        for variant in variants:
+            if config["perplexity"]["enabled"]:
+                out["perplexity"].append({"model": model, "variant": variant})
+            for benchmark in benchmarks:
+                out["generate"].append({"model": model, "variant": variant, "benchmark": benchmark})
+                out["grade"].append({"model": model, "variant": variant, "benchmark": benchmark})
+    out["benchmark_data"] = [{"benchmark": b} for b in benchmarks]
+    out["aggregate"] = out["plots"] = out["all"] = [{}]
+    return {rule: listed for rule, listed in out.items() if listed}
+
+
+def counts(config: dict) -> dict[str, int]:
+    return {rule: len(listed) for rule, listed in jobs(config).items()}
+
+
+# --------------------------------------------------------------------------- estimates
+
+
+def generation_tokens(config: dict, benchmark: str, answer_tokens: float) -> dict[str, float]:
+    """Tokens one generate job produces: the thinking once per seed and sample up to the
+    largest budget (shorter budgets reuse it), then one answer per budget."""
+    gen = config["generation"]
+    runs = problems(config, benchmark) * len(gen["seeds"]) * gen["samples"]
+    answers = len(gen["budgets"])
+    answer = min(answer_tokens, gen["answer_max_tokens"])
+    return {"requests": runs, "thinking": runs * max(gen["budgets"]) * (1 + gen["wait"]["times"]),
+            "answers_expected": runs * answers * answer, "answers_bound": runs * answers * gen["answer_max_tokens"],
+            # stored text: each budget's row holds its own thinking and answer
+            "text_tokens": runs * (sum(gen["budgets"]) + answers * answer)}
+
+
+def estimate(config: dict, figs: dict[str, dict]) -> dict:
+    """Per rule: jobs, GPU-hours (expected, bound) and disk in bytes; plus the checkpoints."""
+    f = {name: fig["value"] for name, fig in figs.items()}
+    listed = jobs(config)
+    shapes = {model: model_shape(config, model) for model in config["models"]}
+    tp = config["generation"]["vllm"]["tensor_parallel_size"]
+    rows = {rule: {"jobs": len(js), "gpu_h": 0.0, "gpu_h_bound": 0.0, "disk": 0.0} for rule, js in listed.items()}
+
+    def bytes_of(model):
+        return BYTES_PER_PARAM[config["models"][model]["dtype"]]
+
+    def flops_hours(flop, model, gpus=1):
+        seconds = flop / (f["effective_tflops"] * 1e12) + shapes[model]["params"] * bytes_of(model) / (f["load_gb_per_s"] * 1e9)
+        return gpus * seconds / 3600
+
+    def gpu(model):
+        return 0 if "demo" in config["models"][model] else 1
+
+    for job in listed.get("base_model", []):
+        rows["base_model"]["disk"] += shapes[job["model"]]["params"] * bytes_of(job["model"])
+    for job in listed.get("calibration", []):
+        cal = config["calibration"][job["calibration"]]
+        rows["calibration"]["disk"] += cal["samples"] * cal["length"] * 4  # int32 ids
+    for rule in ("stats_weights", "stats_activations"):
+        for job in listed.get(rule, []):
+            shape = shapes[job["model"]]
+            if job["calibration"] is None:  # eigenvalues of every matrix: ~10 n^3 for an n x n
+                flop = 10 * shape["linear"] * (shape["linear"] / max(shape["layers"] or 1, 1) / 7) ** 0.5
+            else:
+                cal = config["calibration"][job["calibration"]]
+                passes = 3 if job["kind"] == "layerif" else 1  # forward and backward
+                flop = passes * 2 * shape["params"] * cal["samples"] * cal["length"]
+            rows[rule]["gpu_h"] += gpu(job["model"]) * flops_hours(flop, job["model"])
+    checkpoints = {"count": 0, "bytes": 0.0}
+    for job in listed.get("masks", []):
+        model, spec = job["model"], config["variants"][job["variant"]]
+        shape = shapes[model]
+        cal = cfg.variant_calibration(config, job["variant"])
+        tokens = config["calibration"][cal]["samples"] * config["calibration"][cal]["length"] if cal else 0
+        flop = 2 * 2 * shape["params"] * tokens  # a dense and a pruned pass through every block
+        if spec["method"] == "sparsegpt":  # Hessians X^T X per input width, and their solves
+            width = (shape["linear"] / max(shape["layers"] or 1, 1) / 7) ** 0.5
+            flop += shape["linear"] * (2 * tokens + 4 * width)
+        rows["masks"]["gpu_h"] += gpu(model) * flops_hours(flop, model)
+        if spec["method"] in ("shortgpt", "reverse"):
+            rows["masks"]["disk"] += 1e3
+            kept = 1 - spec["layers"] / shape["layers"] if shape["layers"] else 1.0
+            size = (shape["params"] - shape["linear"] * (1 - kept)) * bytes_of(model)
+        else:
+            sparsity = _sparsity(spec)
+            rows["masks"]["disk"] += shape["linear"] / 8  # packed bits
+            if spec["method"] == "sparsegpt":  # the surviving weights it updated
+                rows["masks"]["disk"] += shape["linear"] * (1 - sparsity) * bytes_of(model)
+            size = shape["params"] * bytes_of(model)
+        checkpoints["count"] += 1
+        checkpoints["bytes"] += size
+    if "export" in rows:
+        rows["export"]["disk"] = checkpoints["bytes"]
+    for job in listed.get("perplexity", []):
+        text = Path(config["perplexity"]["text"])
+        tokens = text.stat().st_size / f["text_bytes_per_token"] if text.is_file() else f["wikitext2_tokens"]
+        hours = flops_hours(2 * shapes[job["model"]]["params"] * tokens, job["model"])
+        rows["perplexity"]["gpu_h"] += (tp if gpu(job["model"]) else 0) * hours
+        rows["perplexity"]["disk"] += f["row_bytes"]
+    for job in listed.get("generate", []):
+        model = job["model"]
+        tokens = generation_tokens(config, job["benchmark"], f["answer_tokens"])
+        per_gpu = f["decode_tokens_per_s_8b"] * f["reference_params_b"] * 1e9 / shapes[model]["params"]
+        rate = per_gpu * tp * (f["tensor_parallel_efficiency"] if tp > 1 else 1.0)
+        start = f["engine_start_s"] + shapes[model]["params"] * bytes_of(model) / (f["load_gb_per_s"] * 1e9)
+        for key, answers in (("gpu_h", "answers_expected"), ("gpu_h_bound", "answers_bound")):
+            seconds = start + (tokens["thinking"] + tokens[answers]) / rate
+            rows["generate"][key] += gpu(model) * tp * seconds / 3600
+        rows_per_job = tokens["requests"] * len(config["generation"]["budgets"])
+        rows["generate"]["disk"] += (rows_per_job * f["row_bytes"] + tokens["text_tokens"] * f["text_bytes_per_token"]
+                                     + tokens["thinking"] * f["text_bytes_per_token"])  # the resume shards
+        rows["grade"]["disk"] += rows_per_job * f["row_bytes"]
+    for rule in rows:
+        rows[rule]["gpu_h_bound"] = max(rows[rule]["gpu_h_bound"], rows[rule]["gpu_h"])
+    return {"rows": rows, "checkpoints": checkpoints, "keep_checkpoints": config["pruning"]["keep_checkpoints"],
+            "shapes": shapes, "tensor_parallel_size": tp}
+
+
+def _sparsity(spec: dict) -> float:
+    if "nm" in spec:
+        n, m = map(int, spec["nm"].split(":"))
+        return n / m
+    return spec["sparsity"]
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _gb(nbytes: float) -> str:
+    return f"{nbytes / 1e9:,.1f}" if nbytes >= 1e8 else f"{nbytes / 1e9:,.3f}"
+
+
+def render(result: dict, figs: dict[str, dict]) -> str:
+    rows = result["rows"]
+    lines = ["# Cost of the configured grid", "",
+             f"tensor_parallel_size {result['tensor_parallel_size']}; models: "
+             + ", ".join(f"{m} {s['params'] / 1e9:.2f}B ({s['source']})" for m, s in result["shapes"].items()), "",
+             "| rule | jobs | GPU-hours (expected) | GPU-hours (bound) | disk GB |",
+             "|---|---:|---:|---:|---:|"]
+    total = {"jobs": 0, "gpu_h": 0.0, "gpu_h_bound": 0.0, "disk": 0.0}
+    for rule, row in rows.items():
+        disk = row["disk"] if rule != "export" else 0.0
+        lines.append(f"| {rule} | {row['jobs']} | {row['gpu_h']:,.2f} | {row['gpu_h_bound']:,.2f} | {_gb(disk)} |")
+        for key in ("jobs", "gpu_h", "gpu_h_bound"):
+            total[key] += row[key]
+        total["disk"] += disk
+    lines.append(f"| **total** | {total['jobs']} | {total['gpu_h']:,.2f} | {total['gpu_h_bound']:,.2f} | {_gb(total['disk'])} |")
+    ck = result["checkpoints"]
+    fate = ("kept (pruning.keep_checkpoints: true)" if result["keep_checkpoints"]
+            else "each deleted once its generations and perplexity exist (pruning.keep_checkpoints: false)")
+    lines += ["", f"Pruned checkpoints (export): {ck['count']} of {_gb(ck['bytes'])} GB in all, {fate}; "
+              f"not in the total above.", "",
+              "Expected: thinking to the largest budget, answers of answer_tokens. Bound: every answer "
+              "to generation.answer_max_tokens. Disk of generations is uncompressed text.", "",
+              "## Figures", "", "| figure | value | unit | source |", "|---|---:|---|---|"]
+    for name, fig in figs.items():
+        lines.append(f"| {name} | {fig['value']:g} | {fig['unit']} | {fig['source']} |")
+    return "\n".join(lines) + "\n"
+
+
+def load_config(paths: list[str]) -> dict:
+    merged: dict = {}
+    for path in paths:
+        merged.update(cfg.load_yaml(path))  # top-level keys, as Snakemake merges --configfile
+    return cfg.prepare(merged)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configfile", nargs="+", default=["config/config.yaml"], help="as given to snakemake")
+    parser.add_argument("--figures", help="JSON file: figure name -> value (or {value, source}), e.g. measured ones")
+    parser.add_argument("--json", help="also write the estimate as JSON here")
+    parser.add_argument("--out", help="write the Markdown table here (default: print it)")
+    args = parser.parse_args(argv)
+    overrides = json.loads(Path(args.figures).read_text()) if args.figures else None
+    figs = figures(overrides)
+    result = estimate(load_config(args.configfile), figs)
+    text = render(result, figs)
+    if args.json:
+        from pipeline.artifacts import write_json
+
+        write_json({"rows": result["rows"], "checkpoints": result["checkpoints"], "figures": figs}, Path(args.json))
+    if args.out:
+        from pipeline.artifacts import atomic_path
+
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(text)
+    else:
+        print(text, end="")
+
+
+if __name__ == "__main__":
+    main()
