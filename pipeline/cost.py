@@ -139,7 +139,9 @@ def problems(config: dict, benchmark: str) -> int:
     from pipeline.benchmarks import resolve_definition
 
     definition = resolve_definition(benchmark, config["benchmarks"][benchmark])
-    if "file" in definition:
+    if "demo_task" in definition:
+        count = definition["demo_task"].get("problems", 100)
+    elif "file" in definition:
         count = _rows(Path(definition["file"]))
     elif benchmark in BUILTIN_PROBLEMS:
         count = BUILTIN_PROBLEMS[benchmark]
@@ -171,9 +173,11 @@ def jobs(config: dict) -> dict[str, list[dict]]:
     models, variants, benchmarks = list(config["models"]), list(config["variants"]), list(config["benchmarks"])
     pruned = [v for v in variants if not cfg.is_dense(config, v)]
     out: dict[str, list[dict]] = {rule: [] for rule in (
-        "base_model", "benchmark_data", "calibration", "stats_weights", "stats_activations", "masks",
+        "train_demo", "base_model", "benchmark_data", "calibration", "stats_weights", "stats_activations", "masks",
         "export", "perplexity", "generate", "grade", "aggregate", "plots", "all")}
     for model in models:
+        if cfg.is_trained_demo(config, model):
+            out["train_demo"].append({"model": model})
         out["base_model"].append({"model": model})
         calibrations, stats = set(), set()
         for variant in pruned:

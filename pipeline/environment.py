@@ -24,9 +24,24 @@ def lean_process(unused=UNUSED_BY_PYTORCH_STAGES) -> None:
     """Set up the process of a stage that runs plain PyTorch over large weights and never
     reaches vLLM: `unused` count as not installed (a None entry in sys.modules fails `import`
     and makes find_spec return None) unless already imported, and Arrow allocates from the C
-    heap like PyTorch, so the memory one lets go the other reuses (Arrow's own pool keeps it)."""
+    heap like PyTorch, so the memory one lets go the other reuses (Arrow's own pool keeps it).
+    Blocks of 1 MiB and more are mapped on their own, so a released block goes back to the
+    system: glibc's dynamic threshold otherwise keeps ~40 MiB a block and the peak grows with
+    depth (benchmarks/masks_memory.py)."""
     for name in unused:
         sys.modules.setdefault(name, None)
     import pyarrow
 
     pyarrow.set_memory_pool(pyarrow.system_memory_pool())
+    _map_large_allocations()
+
+
+def _map_large_allocations(threshold: int = 1 << 20) -> None:
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD; a fixed value also stops glibc raising it
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune

@@ -65,8 +65,10 @@ def test_missing_model_folder(tmp_path, benchmark, capsys, tiny_model):
 def test_budget_plus_answer_cap_over_context(tmp_path, benchmark, capsys, tiny_model):
     spec = make_spec(tiny_model, budgets=[100], answer_max_tokens=64)
     spec["generation"]["vllm"]["max_model_len"] = 128
-    _fails(capsys, ["--model", str(tiny_model), "--benchmark", str(benchmark), "--spec", json.dumps(spec),
-                    "--out", str(tmp_path / "out.parquet")], "lower generation.answer_max_tokens")
+    with pytest.raises(SystemExit) as refused:  # the config check of the stage's spec, before loading
+        generate.main(["--model", str(tiny_model), "--benchmark", str(benchmark), "--spec", json.dumps(spec),
+                       "--out", str(tmp_path / "out.parquet")])
+    assert refused.value.code == 1 and "generation.answer_max_tokens" in capsys.readouterr().err
 
 
 def test_s1_wait_rule_needs_room_for_every_round(tmp_path, benchmark, capsys, tiny_model):

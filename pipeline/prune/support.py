@@ -24,7 +24,10 @@ def read_config(folder) -> dict:
 
 
 def input_widths(config: dict) -> dict[str, int]:
-    """The input width (columns) of each kind of prunable matrix, from config.json."""
+    """The input width (columns) of each kind of prunable matrix, from config.json (none when it
+    does not say: the masks stage itself then checks each matrix)."""
+    if not config.get("hidden_size"):
+        return {}
     hidden = int(config["hidden_size"])
     heads = int(config.get("num_attention_heads", 1))
     head_dim = int(config.get("head_dim") or hidden // heads)
