@@ -1,7 +1,7 @@
 """Thinking templates: how a model is prompted to think, and how its thinking is closed.
 
-A template is four strings around the thinking (see STUDY.md, "How the reference code runs
-TTS"):
+A template is four strings around the thinking, as the study's reference harness (s1's
+evaluation code) lays them out:
 
     prompt = chat_template(system?, user) + think_start
     thinking ... ends at think_end (or EOS), or at the budget

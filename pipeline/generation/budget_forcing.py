@@ -1,6 +1,6 @@
 """Budget forcing over many budgets from one long thinking run (backend-independent).
 
-Semantics (s1's budget forcing, see ALGORITHMS.md):
+Semantics (s1's budget forcing; docs/BUDGET_FORCING.md compares the two rules):
 - The budget counts the tokens of the thinking as it stands in the final prompt, between
   think_start and the answer delimiter: generated tokens and inserted Wait tokens alike. A
   stripped end-of-thinking token only uses the budget of the round that generated it.
