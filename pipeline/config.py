@@ -663,6 +663,13 @@ def _name(value, fallback: str) -> str:
     return str(value) if value else fallback
 
 
+def schema_defaults(path: str) -> dict:
+    """The defaults config/schema.yaml gives the keys of the object at `path` ("demo_task",
+    "models.*.demo.train"): one place for them, also where a stage runs without the workflow."""
+    node = _resolve(_subschema(path))
+    return {key: prop["default"] for key, prop in node["properties"].items() if "default" in prop}
+
+
 def stage_problems(stage: str, spec) -> list[str]:
     """How a stage's --spec breaks the rules the workflow's config check applies."""
     if not isinstance(spec, dict):

@@ -22,10 +22,12 @@ import random
 import string
 from dataclasses import dataclass
 
+from pipeline.config import schema_defaults
+
 LABELS = string.ascii_lowercase[:24]  # a..x: at most 24 steps
 MODULUS = 10
 CHOICE_LETTERS = "ABCD"
-DEFAULTS = {"min_terms": 1, "max_terms": 24}
+DEFAULTS = schema_defaults("demo_task")
 
 
 @dataclass(frozen=True)

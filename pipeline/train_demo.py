@@ -22,8 +22,7 @@ from pathlib import Path
 from pipeline import config, demo_model, demo_task, templates
 from pipeline.artifacts import atomic_dir, spec_argument, write_table
 
-TRAIN_DEFAULTS = {"steps": 1200, "batch": 32, "lr": 0.01, "warmup": 30, "weight_decay": 0.01, "seed": 0,
-                  "forced_fraction": 0.15, "wait_fraction": 0.05, "choice_fraction": 0.5, "prompt_loss": True}
+TRAIN_DEFAULTS = config.schema_defaults("models.*.demo.train")
 IGNORE = -100
 
 
