@@ -396,6 +396,42 @@ def test_config_file_errors_are_named(tmp_path):
         cfg.load_yaml(listed)
 
 
+@pytest.mark.workflow
+@pytest.mark.parametrize("case, text, words", [
+    ("missing", None, ["given.yaml does not exist"]),
+    ("broken", "models:\n  a: {hub: x\nvariants: {}\n", [r"given.yaml, line 3, column \d+: not valid YAML"]),
+    ("duplicate", "variants:\n  a: {method: dense}\n  a: {method: dense}\n",
+     ["given.yaml, line 3, column 3: duplicate key 'a'"]),
+])
+def test_configfile_read_by_snakemake_is_refused_by_name(case, text, words, tmp_path):
+    """Snakemake reads --configfile before the Snakefile runs; install.sh's hook refuses it the
+    project's way. The hook is installed here explicitly, as the .pth file does at start-up."""
+    import subprocess
+    import sys
+
+    workdir = copy_workflow(tmp_path / "wf")
+    if text is not None:
+        (workdir / "given.yaml").write_text(text)
+    start = ("import sys, runpy, pipeline.configfile_hook as hook; hook.install(); "
+             "sys.argv = ['snakemake', *sys.argv[1:]]; runpy.run_module('snakemake', run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", start, "-n", "--configfile", "given.yaml"], cwd=workdir,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-2000:]
+    for word in words:
+        assert re.search(word, output), output[-2000:]
+    assert "Traceback" not in output and "nothing was run" in output
+
+
+def test_install_script_installs_the_configfile_hook():
+    """The hook only acts if install.sh puts it in the environment at start-up."""
+    script = (ROOT / "install.sh").read_text()
+    line = next(line for line in script.splitlines() if "configfile_hook" in line and line.startswith("echo"))
+    assert ".pth" in line and "hook.install()" in line
+    from pipeline import configfile_hook  # what the .pth line imports exists and installs a finder
+    assert callable(configfile_hook.install)
+
+
 def test_config_command_checks_files_without_snakemake(tmp_path):
     """`python -m pipeline.config FILE` gives the refusals for files Snakemake reads itself."""
     import subprocess
