@@ -77,10 +77,16 @@ def example(bound: templates.Bound, problem: demo_task.Problem, rng: random.Rand
                    (bound.encode(f" \\boxed{{{shown}}}"), True)]
     else:
         thinking, answer = demo_task.solution_text(problem, letter)
-        pieces.append((bound.encode(thinking), True))
         if kind < settings["forced_fraction"] + settings["wait_fraction"]:
-            # the Wait extension: the workflow replaces the end of thinking by "Wait"; the model closes again
-            pieces.append((bound.wait_ids, False))
+            # the Wait extension: the workflow replaces an end of thinking by "Wait". Half the
+            # time the chain was complete and the model closes again; otherwise the thinking had
+            # stopped early and the model carries the chain on from where it stood
+            done = len(steps) if len(steps) == 1 or rng.random() < 0.5 else rng.randrange(1, len(steps))
+            pieces += [(bound.encode("".join(steps[:done])), True), (bound.wait_ids, False)]
+            if done < len(steps):
+                pieces.append((bound.encode("".join(steps[done:])), True))
+        else:
+            pieces.append((bound.encode(thinking), True))
         pieces += [([bound.think_end_id], True), (bound.answer_ids(forced=False)[1:], False),
                    (bound.encode(answer), True)]
     pieces.append((bound.eos_ids[:1], True))

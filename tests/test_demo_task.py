@@ -106,3 +106,22 @@ def test_forced_example_learns_a_guess_after_the_forced_answer(bound):
         assert text.endswith(f"\\boxed{{{problem.partial_sum(len(complete))}}}<|im_end|>"), text
         cuts.add(len(bound.encode(thinking)))
     assert len(cuts) > 3  # cuts fall at many places, mid-step too
+
+
+def test_wait_example_closes_a_complete_chain_and_carries_on_an_early_stop(bound):
+    """After the Wait the workflow inserts (never learned), the model closes a complete chain
+    and carries an unfinished one on from where it stood, to the same answer."""
+    settings = {**train_demo.TRAIN_DEFAULTS, "forced_fraction": 0, "wait_fraction": 1, "choice_fraction": 0,
+                "prompt_loss": False}
+    problem = demo_task.Problem(3, 9, 6)
+    chain, kinds = "".join(problem.steps()), set()
+    for seed in range(30):
+        ids, labels = train_demo.example(bound, problem, random.Random(seed), settings)
+        text = bound.decode(ids)
+        thinking = text.split("<think>\n", 1)[1].split("</think>")[0]
+        before, after = thinking.split("Wait")
+        assert before + after == chain and before, thinking
+        assert text.endswith(f"</think>\n\nThe answer is \\boxed{{{problem.answer}}}.<|im_end|>")
+        assert "Wait" not in _learned(ids, labels, bound)
+        kinds.add("closes" if not after else "carries on")
+    assert kinds == {"closes", "carries on"}
