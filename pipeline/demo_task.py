@@ -103,9 +103,10 @@ def benchmark_rows(task: dict, form: str, problems: int, seed: int) -> list[dict
     return rows
 
 
-def solution_text(problem: Problem, letter: str | None = None) -> tuple[str, str]:
-    """(thinking, answer) of the worked solution; `letter` answers the multiple-choice form."""
-    return "".join(problem.steps()), f"The answer is \\boxed{{{letter or problem.answer}}}."
+def solution_text(problem: Problem) -> tuple[str, str]:
+    """(thinking, answer) of the worked solution, in both forms: a multiple-choice question is
+    answered with the option's text, which the letter grader reads as that option."""
+    return "".join(problem.steps()), f"The answer is \\boxed{{{problem.answer}}}."
 
 
 def calibration_text(task: dict, documents: int, seed: int) -> str:

@@ -125,3 +125,23 @@ def test_wait_example_closes_a_complete_chain_and_carries_on_an_early_stop(bound
         assert "Wait" not in _learned(ids, labels, bound)
         kinds.add("closes" if not after else "carries on")
     assert kinds == {"closes", "carries on"}
+
+
+def test_choice_example_answers_with_the_option_text_the_letter_grader_reads(bound):
+    """Multiple choice is answered with the option's text; graded against the shown options,
+    that is the gold letter."""
+    from pipeline import grading
+
+    settings = {**train_demo.TRAIN_DEFAULTS, "forced_fraction": 0, "wait_fraction": 0, "choice_fraction": 1}
+    golds = set()
+    for seed in range(20):
+        problem = demo_task.Problem(seed % 10, 7, 1 + seed % 9)
+        ids, _ = train_demo.example(bound, problem, random.Random(seed), settings)
+        text = bound.decode(ids)
+        lines = text.split("<|im_end|>")[0].split("\n\n")[1].splitlines()
+        options = [line.split(") ", 1)[1] for line in lines]
+        gold = "ABCD"[options.index(str(problem.answer))]
+        answer = text.split("</think>\n\n", 1)[1]
+        assert grading.grade_one(gold, answer, "choice", options).status == "correct", (answer, options)
+        golds.add(gold)
+    assert len(golds) > 1
