@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from pipeline import calibration
-from pipeline.artifacts import read_provenance, read_table
-from pipeline.models import load_tokenizer
+from pipeline.core.artifacts import read_provenance, read_table
+from pipeline.data import calibration
+from pipeline.models.models import load_tokenizer
 
 
 @pytest.fixture

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import export, masks, stats
-from pipeline.artifacts import read_table, write_table
-from pipeline.models import decoder_layers, load_model
+from pipeline.core.artifacts import read_table, write_table
+from pipeline.models.models import decoder_layers, load_model
 from pipeline.prune import allocation, driver
+from pipeline.prune import stats
+from pipeline.stages import export, masks
 
 COLUMNS = ["block", "name", "rows", "cols", "target_sparsity", "achieved_sparsity", "zeroed", "values",
            "outlier_ratio", "alpha", "influence"]

@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import judge
-from pipeline.artifacts import read_table, write_table
-from pipeline.grade import KEYS
+from pipeline.core.artifacts import read_table, write_table
+from pipeline.grading import judge
+from pipeline.stages.grade import KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -174,7 +174,7 @@ def test_server_killed_mid_run_loses_no_verdict(tmp_path, server):
     grades, generations = make_inputs(tmp_path, 40)
     out = tmp_path / "judged.parquet"
     cache = Path(f"{out}.verdicts.jsonl")
-    argv = [sys.executable, "-m", "pipeline.judge", "--grades", str(grades), "--generations", str(generations),
+    argv = [sys.executable, "-m", "pipeline.grading.judge", "--grades", str(grades), "--generations", str(generations),
             "--spec", json.dumps(spec(server["endpoint"], requests_per_minute=300, concurrency=1)), "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     job = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -203,7 +203,7 @@ def test_server_killed_mid_run_loses_no_verdict(tmp_path, server):
 
 
 def test_table_gains_judge_accuracy_and_agreement():
-    from pipeline.aggregate import main_table
+    from pipeline.stages.aggregate import main_table
 
     spec = {"models": ["tiny"], "variants": {"dense": {"method": "dense"}}, "benchmarks": ["a", "b"],
             "budgets": [8], "seeds": [7, 11], "bootstrap": 50, "confidence": 0.95}

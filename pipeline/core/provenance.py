@@ -1,4 +1,4 @@
-"""Print the provenance of an artifact: python -m pipeline.provenance FILE [FILE ...]"""
+"""Print the provenance of an artifact: python -m pipeline.core.provenance FILE [FILE ...]"""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from pipeline.artifacts import read_provenance
+from pipeline.core.artifacts import read_provenance
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,6 @@
 """Figures of the main table, as PNG and SVG.
 
-    python -m pipeline.plots --table results/tables/main.csv --spec JSON --out-dir results/plots
+    python -m pipeline.stages.plots --table results/tables/main.csv --spec JSON --out-dir results/plots
 
 Per model (the spec is `config.table_slice`):
     accuracy_vs_budget-{model}.{png,svg}    one panel per benchmark; a line per variant with
@@ -21,8 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pipeline.artifacts import atomic_path, spec_argument  # noqa: E402
-from pipeline.tables import labels, variant_order  # noqa: E402
+from pipeline.core.artifacts import atomic_path, spec_argument  # noqa: E402
+from pipeline.reporting.tables import labels, variant_order  # noqa: E402
 
 FORMATS = ("png", "svg")
 # 20 colours and 7 markers: with 7 prime to 20, no two of the first 140 lines share both
@@ -150,7 +150,7 @@ def training_loss(history: pd.DataFrame, model: str, stem: str | Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", required=True, help="main table CSV (pipeline.aggregate)")
+    parser.add_argument("--table", required=True, help="main table CSV (pipeline.stages.aggregate)")
     parser.add_argument("--spec", required=True, help="config.table_slice as JSON (or @file)")
     parser.add_argument("--out-dir", required=True, help="folder for the figures")
     args = parser.parse_args(argv)

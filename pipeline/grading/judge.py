@@ -1,9 +1,9 @@
 """A judge's second opinion on graded answers, from an OpenAI-compatible chat endpoint.
 
-    python -m pipeline.judge --grades results/grades/M/V/B.parquet \\
+    python -m pipeline.grading.judge --grades results/grades/M/V/B.parquet \\
         --generations results/generations/M/V/B.parquet --spec JSON --out results/judgements/M/V/B.parquet
 
-    python -m pipeline.judge --disagreements results/judgements/*/*/*.parquet \\
+    python -m pipeline.grading.judge --disagreements results/judgements/*/*/*.parquet \\
         --out results/tables/judge_disagreements.csv
 
 The spec is {benchmark, judge: grading.judge}. The judge sees the gold
@@ -42,8 +42,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.artifacts import read_table, spec_argument, write_table
-from pipeline.grade import KEYS, prefix_tail
+from pipeline.core.artifacts import read_table, spec_argument, write_table
+from pipeline.stages.grade import KEYS, prefix_tail
 
 PROMPT = (
     "You grade answers to math and science problems. The reference answer is:\n{gold}\n\n"
@@ -340,7 +340,7 @@ def disagreements(judgements: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grades", help="grades Parquet (pipeline.grade)")
+    parser.add_argument("--grades", help="grades Parquet (pipeline.stages.grade)")
     parser.add_argument("--generations", help="the generations Parquet they grade")
     parser.add_argument("--spec", help="{benchmark, judge} as JSON (or @file)")
     parser.add_argument("--disagreements", nargs="+",
@@ -348,7 +348,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="output judgements Parquet (or disagreements CSV)")
     args = parser.parse_args(argv)
     if args.disagreements:
-        from pipeline.artifacts import atomic_path
+        from pipeline.core.artifacts import atomic_path
 
         table = disagreements(pd.concat([read_table(p) for p in args.disagreements], ignore_index=True))
         with atomic_path(args.out) as tmp:

@@ -1,10 +1,10 @@
 """Stage: train the demo's small reasoning model from scratch on the synthetic task.
 
-    python -m pipeline.train_demo --spec JSON --out results/models/NAME/trained
+    python -m pipeline.stages.train_demo --spec JSON --out results/models/NAME/trained
 
-`spec` is {"demo": the model's shape and `train` settings, "task": pipeline.demo_task's
+`spec` is {"demo": the model's shape and `train` settings, "task": pipeline.data.demo_task's
 settings}. The model learns to think in the Qwen3 format (`<think>` ... `</think>`, then the
-answer in \\boxed{}) exactly as `pipeline.templates` prompts it, and to answer with its best
+answer in \\boxed{}) exactly as `pipeline.generation.templates` prompts it, and to answer with its best
 guess when budget forcing cuts its thinking. Training is deterministic for a seed (one thread
 order: the same machine gives the same weights). The folder gets the weights, the tokenizer
 and `training.parquet` (step, loss, tokens, seconds) for the report.
@@ -19,8 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline import config, demo_model, demo_task, templates
-from pipeline.artifacts import atomic_dir, spec_argument, write_table
+from pipeline.core import config
+from pipeline.core.artifacts import atomic_dir, spec_argument, write_table
+from pipeline.data import demo_task
+from pipeline.generation import templates
+from pipeline.models import demo_model
 
 TRAIN_DEFAULTS = config.schema_defaults("models.*.demo.train")
 IGNORE = -100
@@ -43,7 +46,7 @@ def tokenizer_corpus(task: dict, seed: int) -> list[str]:
 def _render_choices(problem: demo_task.Problem, rng: random.Random) -> tuple[str, str, list[str]]:
     """The multiple-choice user turn exactly as the benchmark stage renders it (same code, a
     random shuffle), its correct letter and the options in the order shown."""
-    from pipeline.benchmarks import render_question
+    from pipeline.data.benchmarks import render_question
 
     row = {"id": problem.id, "problem": problem.text, "answer": str(problem.answer),
            "choices": demo_task.choices(problem, rng)}
@@ -178,7 +181,7 @@ def main(argv=None) -> None:
         history = pd.DataFrame(train(spec, partial, progress=lambda line: print(line, flush=True)))
         write_table(history, Path(partial) / "training.parquet", spec=spec, seed=spec["demo"]["train"].get("seed"))
     if args.plot:
-        from pipeline.plots import training_loss
+        from pipeline.stages.plots import training_loss
 
         training_loss(history, spec.get("name", out.parent.name), args.plot)
     print(f"trained: {out}", file=sys.stderr)

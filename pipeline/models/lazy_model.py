@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.models import decoder_layers, load_model, model_dir, torch_dtype
+from pipeline.models.models import decoder_layers, load_model, model_dir, torch_dtype
 
 _SOURCE = "_prune_tts_checkpoint"  # on a lazily loaded block: (key prefix, tensor -> file, dtype)
 

@@ -1,14 +1,14 @@
 """Stage: compute a variant's pruning masks (or the blocks it removes).
 
-    python -m pipeline.masks --model results/models/M/model.json [--calibration CAL.parquet]
+    python -m pipeline.stages.masks --model results/models/M/model.json [--calibration CAL.parquet]
         [--stats results/stats/M/KIND.parquet ...] --spec JSON --out results/masks/M/V.parquet
 
-`spec` is pipeline.config.mask_slice(): {model, dtype, variant, prune: {method, sparsity, nm,
+`spec` is pipeline.core.config.mask_slice(): {model, dtype, variant, prune: {method, sparsity, nm,
 allocation, owl|alphapruning|layerif, layers}, device}. Unstructured methods write one row per
 matrix, each written (as its own Parquet row group) as soon as its block is pruned
 (docs/ARCHITECTURE.md: block, name, rows, cols, target/achieved sparsity, packed
 `zeroed` mask, SparseGPT's updated surviving weights as `values`, the allocation's inputs); shortgpt and reverse one
-row per block (block, score, removed). Statistics shared by variants (pipeline.stats) are read
+row per block (block, score, removed). Statistics shared by variants (pipeline.prune.stats) are read
 from --stats when given and computed here otherwise. Statistics are fp32 whatever the dtype.
 """
 
@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import config
-from pipeline import stats as model_stats
-from pipeline.artifacts import read_provenance, read_table, spec_argument, write_tables
-from pipeline.calibration import read_calibration
-from pipeline.lazy_model import load_lazily, loaded
-from pipeline.models import decoder_layers, load_model, model_dir, resolve_device
+from pipeline.core import config
+from pipeline.core.artifacts import read_provenance, read_table, spec_argument, write_tables
+from pipeline.data.calibration import read_calibration
+from pipeline.models.lazy_model import load_lazily, loaded
+from pipeline.models.models import decoder_layers, load_model, model_dir, resolve_device
 from pipeline.prune import driver, scores, structured, support
+from pipeline.prune import stats as model_stats
 from pipeline.prune.sparsegpt import inverse_hessian, sparsegpt
 
 # OWL's reference floor for non-positive block sparsities (Wanda and SparseGPT only)
@@ -273,7 +273,7 @@ def main(argv=None) -> None:
     parser.add_argument("--model", required=True, help="model manifest (results/models/M/model.json) or folder")
     parser.add_argument("--calibration", help="calibration Parquet (results/calibration/M/C.parquet)")
     parser.add_argument("--stats", nargs="*", default=[], help="per-model statistics (results/stats/M/*.parquet)")
-    parser.add_argument("--spec", required=True, help="JSON (or @file): pipeline.config.mask_slice")
+    parser.add_argument("--spec", required=True, help="JSON (or @file): pipeline.core.config.mask_slice")
     parser.add_argument("--out", required=True, help="results/masks/M/V.parquet")
     args = parser.parse_args(argv)
     spec = spec_argument(args.spec)
@@ -306,7 +306,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    from pipeline.environment import lean_process
+    from pipeline.core.environment import lean_process
 
     lean_process()
     main()

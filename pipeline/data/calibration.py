@@ -1,9 +1,9 @@
 """Stage: sample calibration sequences with the model's own tokenizer.
 
-    python -m pipeline.calibration --model results/models/M/model.json --spec JSON
+    python -m pipeline.data.calibration --model results/models/M/model.json --spec JSON
         --out results/calibration/M/C.parquet
 
-`spec` is pipeline.config.calibration_slice(): {model, calibration: {source, path, samples,
+`spec` is pipeline.core.config.calibration_slice(): {model, calibration: {source, path, samples,
 length, seed}}. One row per sequence: sample (int), input_ids (list of int32).
 
 Sources, each as its reference draws it (Python's random seeded with `seed`):
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import config
-from pipeline.artifacts import read_table, spec_argument, write_table
-from pipeline.models import load_tokenizer
+from pipeline.core import config
+from pipeline.core.artifacts import read_table, spec_argument, write_table
+from pipeline.models.models import load_tokenizer
 
 C4 = ("allenai/c4", {"train": "en/c4-train.00000-of-01024.json.gz"})
 PG19 = "deepmind/pg19"
@@ -153,7 +153,7 @@ def sample(calibration: dict, tokenizer) -> list[list[int]]:
             raise ValueError(f"pg19 validation gives {len(chunks)} chunks; fewer than samples {n}")
         return [tokenizer(c, truncation=True, max_length=length)["input_ids"] for c in rng.sample(chunks, n)]
     if source == "demo_task":
-        from pipeline import demo_task
+        from pipeline.data import demo_task
 
         # about 60 tokens a worked problem: enough text for every window
         text = demo_task.calibration_text(calibration.get("task", {}), n * max(4, length // 20), calibration["seed"])
@@ -174,7 +174,7 @@ def read_calibration(path) -> list[list[int]]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="model manifest (results/models/M/model.json) or folder")
-    parser.add_argument("--spec", required=True, help="JSON (or @file): pipeline.config.calibration_slice")
+    parser.add_argument("--spec", required=True, help="JSON (or @file): pipeline.core.config.calibration_slice")
     parser.add_argument("--out", required=True, help="results/calibration/M/C.parquet")
     args = parser.parse_args(argv)
     spec = spec_argument(args.spec)

@@ -734,7 +734,7 @@ def _context():
     # math-verify) once, so replacing a killed worker takes milliseconds, and no thread state
     # of the parent (pyarrow pools) is inherited
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["pipeline.grading", "math_verify", "sympy"])
+    ctx.set_forkserver_preload(["pipeline.grading.answers", "math_verify", "sympy"])
     return ctx
 
 

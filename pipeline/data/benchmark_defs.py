@@ -1,7 +1,7 @@
 """Benchmark definitions: the built-in benchmarks and how a config entry overrides them.
 
 Plain data and one pure function, so that the config check can resolve a benchmark without
-importing the loading code (pandas, datasets) that pipeline.benchmarks needs.
+importing the loading code (pandas, datasets) that pipeline.data.benchmarks needs.
 """
 
 from __future__ import annotations

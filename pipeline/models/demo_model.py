@@ -1,4 +1,4 @@
-"""Build a tiny random reasoning model offline: python -m pipeline.demo_model OUT_DIR
+"""Build a tiny random reasoning model offline: python -m pipeline.models.demo_model OUT_DIR
 
 A byte-level BPE tokenizer trained on the spot, carrying the real special tokens of the Qwen
 chat format (<|im_start|>, <|im_end|>, <|endoftext|>, <think>, </think>) and a Qwen-style chat

@@ -1,6 +1,6 @@
 """Test-time scaling generations of one model variant on one benchmark.
 
-    python -m pipeline.generate --model results/models/M/model.json (or a checkpoint folder) \\
+    python -m pipeline.stages.generate --model results/models/M/model.json (or a checkpoint folder) \\
         --benchmark results/data/B.parquet --spec JSON --out results/generations/M/V/B.parquet
 
 One job covers every seed, parallel sample and budget with one engine start. Per seed, thinking
@@ -25,14 +25,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import config
-from pipeline import templates
-from pipeline.artifacts import read_provenance, read_table, spec_argument, write_table
-from pipeline.benchmarks import render_question
-from pipeline.config import spec_hash
+from pipeline.core import config
+from pipeline.generation import templates
+from pipeline.core.artifacts import read_provenance, read_table, spec_argument, write_table
+from pipeline.data.benchmarks import render_question
+from pipeline.core.config import spec_hash
 from pipeline.generation import check_backend, open_backend
 from pipeline.generation import budget_forcing as bf
-from pipeline.models import model_dir as resolve_model_dir
+from pipeline.models.models import model_dir as resolve_model_dir
 
 
 class GenerationError(RuntimeError):

@@ -17,10 +17,10 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from pipeline.benchmark_defs import BUILTIN, resolve_definition
-from pipeline.specs import canonical_json, spec_hash  # noqa: F401 - part of this module's interface
+from pipeline.data.benchmark_defs import BUILTIN, resolve_definition
+from pipeline.core.specs import canonical_json, spec_hash  # noqa: F401 - part of this module's interface
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent.parent.parent / "config" / "schema.yaml"
 
 UNSTRUCTURED = ("magnitude", "wanda", "sparsegpt")
 STRUCTURED = ("shortgpt", "reverse")
@@ -503,7 +503,7 @@ def variant_calibration(config: dict, variant: str) -> str | None:
 
 
 def variant_stats(config: dict, variant: str) -> list[tuple[str, str | None]]:
-    """(kind, calibration) of the per-model statistics a variant reads (pipeline.stats): computed
+    """(kind, calibration) of the per-model statistics a variant reads (pipeline.prune.stats): computed
     once per model and shared by every variant that needs them."""
     spec = config["variants"][variant]
     calibration = spec.get("calibration")
@@ -707,7 +707,7 @@ def check_stage(stage: str, spec) -> None:
 
 
 def main(argv=None) -> int:
-    """python -m pipeline.config FILE [FILE ...]: check config files as the workflow would,
+    """python -m pipeline.core.config FILE [FILE ...]: check config files as the workflow would,
     without Snakemake (which reads --configfile files itself, before the workflow's checks)."""
     import argparse
 

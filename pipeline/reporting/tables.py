@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.artifacts import atomic_path
+from pipeline.core.artifacts import atomic_path
 
 
 def variant_order(spec: dict) -> list[str]:

@@ -1,6 +1,6 @@
 """Grade every answer of one generations file.
 
-    python -m pipeline.grade --generations results/generations/M/V/B.parquet --spec JSON \\
+    python -m pipeline.stages.grade --generations results/generations/M/V/B.parquet --spec JSON \\
         --out results/grades/M/V/B.parquet [--benchmark results/data/B.parquet] [--workers N]
 
 The spec is `config.grading_slice`: {benchmark, grader, timeout_s, workers}; --workers caps the
@@ -23,9 +23,9 @@ import time
 
 import pandas as pd
 
-from pipeline import config
-from pipeline.artifacts import read_table, spec_argument, write_table
-from pipeline.grading import available_cores, grade_many
+from pipeline.core import config
+from pipeline.core.artifacts import read_table, spec_argument, write_table
+from pipeline.grading.answers import available_cores, grade_many
 
 KEYS = ["model", "variant", "benchmark", "problem_id", "seed", "sample", "sample_seed", "budget"]
 CARRIED = ["thinking_tokens", "answer_tokens", "hit_budget"]
@@ -44,7 +44,7 @@ def shown_choices(generations: pd.DataFrame, benchmark: pd.DataFrame) -> list[li
     """Each row's options in the order its prompt showed them (A, B, ...), from the benchmark
     table's choices and the row's choice_order; None for a row without options."""
     if "choice_order" not in generations:
-        raise ValueError("generations lack column choice_order; regenerate them with pipeline.generate")
+        raise ValueError("generations lack column choice_order; regenerate them with pipeline.stages.generate")
     by_id = {str(i): c for i, c in zip(benchmark["id"], benchmark["choices"])}
     unknown = sorted(set(generations["problem_id"].astype(str)) - set(by_id))
     if unknown:
@@ -67,7 +67,7 @@ def grade_table(generations: pd.DataFrame, grader: str, timeout_s: float, worker
                 benchmark: pd.DataFrame | None = None) -> pd.DataFrame:
     missing = [c for c in REQUIRED if c not in generations.columns]
     if missing:
-        raise ValueError(f"generations lack column(s) {', '.join(missing)}; regenerate them with pipeline.generate")
+        raise ValueError(f"generations lack column(s) {', '.join(missing)}; regenerate them with pipeline.stages.generate")
     answers = generations["answer"].fillna("")
     if "answer_prefix" in generations:
         answers = generations["answer_prefix"].fillna("").map(prefix_tail) + answers
@@ -90,11 +90,11 @@ def grade_table(generations: pd.DataFrame, grader: str, timeout_s: float, worker
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--generations", required=True, help="generations Parquet (pipeline.generate)")
+    parser.add_argument("--generations", required=True, help="generations Parquet (pipeline.stages.generate)")
     parser.add_argument("--spec", required=True, help="config.grading_slice as JSON (or @file)")
     parser.add_argument("--out", required=True, help="output grades Parquet")
     parser.add_argument("--benchmark", default=None,
-                        help="the benchmark table (pipeline.benchmarks): multiple-choice options for reading "
+                        help="the benchmark table (pipeline.data.benchmarks): multiple-choice options for reading "
                              "an answer given as an option's text")
     parser.add_argument("--workers", type=int, default=None,
                         help="cap on worker processes (the job's threads); default: the spec's workers")

@@ -1,6 +1,6 @@
 """Benchmarks: definitions, loading into one normalised table, and prompts.
 
-    python -m pipeline.benchmarks --spec JSON --out results/data/NAME.parquet
+    python -m pipeline.data.benchmarks --spec JSON --out results/data/NAME.parquet
 
 The spec is `config.benchmark_slice`: {benchmark, definition}. A definition reads from the
 Hugging Face Hub (hub, config_name, split, revision) or from a local JSONL, CSV or Parquet
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.benchmark_defs import BUILTIN, LETTERS, OUR_COLUMNS, resolve_definition  # noqa: F401 - re-exported
+from pipeline.data.benchmark_defs import BUILTIN, LETTERS, OUR_COLUMNS, resolve_definition  # noqa: F401 - re-exported
 
 
 class BenchmarkError(RuntimeError):
@@ -135,7 +135,7 @@ def preflight(definition: dict, name: str = "benchmark") -> str | None:
         return None if Path(definition["file"]).expanduser().exists() else _missing_file(definition["file"], name)
     if not definition.get("hub"):
         return f"{key}: neither file nor hub is set; give a local JSONL/CSV/Parquet file or a Hub id"
-    from pipeline import hub
+    from pipeline.core import hub
 
     message = hub.problem(definition["hub"], definition.get("revision"), "dataset", f"{key}.hub",
                           f"set {key}.file to a local JSONL, CSV or Parquet copy")
@@ -259,7 +259,7 @@ def _validate(table: pd.DataFrame, definition: dict, name: str) -> None:
 def load(name: str, definition: dict) -> pd.DataFrame:
     """Read and normalise one benchmark."""
     if "demo_task" in definition:
-        from pipeline import demo_task
+        from pipeline.data import demo_task
 
         generated = definition["demo_task"]
         raw = pd.DataFrame(demo_task.benchmark_rows(generated.get("task", {}), generated["form"],
@@ -283,7 +283,7 @@ def letter_spread(table: pd.DataFrame, seed: int) -> Counter:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.artifacts import spec_argument, write_table
+    from pipeline.core.artifacts import spec_argument, write_table
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

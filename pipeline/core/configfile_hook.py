@@ -4,7 +4,7 @@ Snakemake reads every `--configfile` while it parses its command line, before th
 runs: a missing file ends in a raw traceback, and a YAML error names neither line nor column.
 install.sh puts a one-line .pth file in the virtual environment that calls `install()` at
 start-up. It costs nothing until Snakemake imports its config-file module; then that module's
-loader is wrapped so that a path the project's strict loader refuses (pipeline.config.load_yaml:
+loader is wrapped so that a path the project's strict loader refuses (pipeline.core.config.load_yaml:
 missing file, YAML error with line and column, duplicate key) gets the project's one-block
 refusal and exit status 1. Files it reads go on to Snakemake's own loader unchanged.
 """
@@ -22,7 +22,7 @@ TARGET = "snakemake.common.configfile"
 def _checked(load):
     def load_configfile(configpath, *args, **kwargs):
         if isinstance(configpath, (str, Path)):
-            from pipeline import config
+            from pipeline.core import config
 
             config.or_exit(config.load_yaml, configpath)
         return load(configpath, *args, **kwargs)

@@ -1,6 +1,6 @@
 """Stage: perplexity of a model (base or pruned) on a text, in non-overlapping windows.
 
-    python -m pipeline.perplexity --model MANIFEST_OR_CHECKPOINT --text FILE.txt|CAL.parquet
+    python -m pipeline.stages.perplexity --model MANIFEST_OR_CHECKPOINT --text FILE.txt|CAL.parquet
         --spec JSON --out results/perplexity/M/V.parquet
 
 `spec`: {dtype, length (window, default 2048), device (auto|cpu|cuda), ...}; other keys are
@@ -20,16 +20,16 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pipeline import config
-from pipeline.artifacts import read_table, spec_argument, write_table
-from pipeline.models import load_model, load_tokenizer, resolve_device
+from pipeline.core import config
+from pipeline.core.artifacts import read_table, spec_argument, write_table
+from pipeline.models.models import load_model, load_tokenizer, resolve_device
 
 
 def wikitext2_test() -> str:
     """The wikitext-2 test split joined by blank lines, as the published perplexities use it."""
     from datasets import load_dataset
 
-    from pipeline.calibration import WIKITEXT2, _hub
+    from pipeline.data.calibration import WIKITEXT2, _hub
 
     data = _hub(lambda: load_dataset(*WIKITEXT2, split="test"), "wikitext-2 (test)")
     return "\n\n".join(data["text"])
@@ -86,7 +86,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    from pipeline.environment import lean_process
+    from pipeline.core.environment import lean_process
 
     lean_process()
     main()

@@ -1,8 +1,8 @@
 """Stage: resolve a base model to a local folder and write its manifest.
 
-    python -m pipeline.base_model --spec JSON --out results/models/NAME/model.json
+    python -m pipeline.stages.base_model --spec JSON --out results/models/NAME/model.json
 
-`spec` is pipeline.config.model_source(): {name, hub+revision | path | demo}. Hub models are
+`spec` is pipeline.core.config.model_source(): {name, hub+revision | path | demo}. Hub models are
 downloaded once into the Hugging Face cache (HF_HOME); demo models are built beside the manifest.
 """
 
@@ -11,17 +11,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.artifacts import spec_argument, write_json
+from pipeline.core.artifacts import spec_argument, write_json
 
 
 def resolve(spec: dict, out: Path) -> dict:
     if "demo" in spec and "train" in spec["demo"]:
-        trained = out.parent / "trained"  # written by pipeline.train_demo
+        trained = out.parent / "trained"  # written by pipeline.stages.train_demo
         if not (trained / "config.json").exists():
             raise FileNotFoundError(f"{trained} holds no trained model; run the train_demo rule first")
         return {"name": spec["name"], "source": "demo", "path": "trained", "revision": None}
     if "demo" in spec:
-        from pipeline import demo_model
+        from pipeline.models import demo_model
 
         demo_model.build(out.parent / "weights", spec["demo"])
         # relative to the manifest, so a results folder can move

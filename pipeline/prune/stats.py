@@ -1,6 +1,6 @@
 """Stage: per-model statistics shared by every variant that needs them.
 
-    python -m pipeline.stats --kind KIND --model MANIFEST [--calibration CAL.parquet]
+    python -m pipeline.prune.stats --kind KIND --model MANIFEST [--calibration CAL.parquet]
         --spec JSON --out results/stats/M/KIND[-CAL].parquet
 
 KIND (one row per matrix or block):
@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import config
-from pipeline.artifacts import read_table, spec_argument, write_table
-from pipeline.calibration import read_calibration
-from pipeline.lazy_model import load_lazily, loaded
-from pipeline.models import decoder_layers, load_model, resolve_device
+from pipeline.core import config
+from pipeline.core.artifacts import read_table, spec_argument, write_table
+from pipeline.data.calibration import read_calibration
+from pipeline.models.lazy_model import load_lazily, loaded
+from pipeline.models.models import decoder_layers, load_model, resolve_device
 from pipeline.prune import driver
 
 KINDS = ("activations", "alphas", "block_influence", "layerif")
@@ -123,7 +123,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    from pipeline.environment import lean_process
+    from pipeline.core.environment import lean_process
 
     lean_process()
     main()

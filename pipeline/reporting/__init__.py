@@ -1,0 +1,1 @@
+"""Reporting: the table layouts shared by the aggregate and plots stages (tables)."""
