@@ -239,7 +239,7 @@ def prompt_problem(config: dict, model: str, facts: Facts, benchmark: str) -> st
     from transformers import AutoTokenizer
 
     from pipeline.generation import templates
-    from pipeline.stages.generate import requests_for
+    from pipeline.generation.requests import requests_for
     from pipeline.generation import budget_forcing as bf
 
     spec, generation = config["models"][model], config["generation"]

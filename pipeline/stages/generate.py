@@ -28,10 +28,10 @@ import pandas as pd
 from pipeline.core import config
 from pipeline.generation import templates
 from pipeline.core.artifacts import read_provenance, read_table, spec_argument, write_table
-from pipeline.data.benchmarks import render_question
 from pipeline.core.config import spec_hash
 from pipeline.generation import check_backend, open_backend
 from pipeline.generation import budget_forcing as bf
+from pipeline.generation.requests import requests_for
 from pipeline.models.models import model_dir as resolve_model_dir
 
 
@@ -55,20 +55,6 @@ def find_model(model: str | Path) -> Path:
             f"model folder {folder} (named by {model}) does not exist or holds no config.json; {hint}"
         )
     return folder
-
-
-def requests_for(table: pd.DataFrame, bound: templates.Bound, seed: int, samples: int) -> list[bf.Request]:
-    out = []
-    for row in table.to_dict("records"):
-        user_text, gold, order = render_question(row, seed)
-        prompt = tuple(bound.prompt_ids(user_text))
-        for sample in range(samples):
-            out.append(bf.Request(
-                problem_id=str(row["id"]), seed=seed, sample=sample,
-                sample_seed=bf.sample_seed(seed, str(row["id"]), sample), prompt_ids=prompt, gold=gold,
-                choice_order=tuple(order) if order is not None else None,
-            ))
-    return out
 
 
 def files_fingerprint(folder: Path) -> str:
