@@ -152,7 +152,7 @@ def main(argv=None) -> None:
 
     # 4. generation
     benchmark = out / "synthetic.parquet"
-    stage("pipeline.data.benchmarks", ["--spec", cfg.canonical_json(cfg.benchmark_slice(config, "synthetic")),
+    stage("pipeline.stages.benchmark_data", ["--spec", cfg.canonical_json(cfg.benchmark_slice(config, "synthetic")),
                                   "--out", str(benchmark)], out / "benchmarks.log", env)
     generations = out / "generations.parquet"
     gen = stage("pipeline.stages.generate", ["--model", str(checkpoint), "--benchmark", str(benchmark),

@@ -102,7 +102,7 @@ def main(argv=None) -> None:
             spec = {"model": {"name": size, "path": str(folder)},
                     "calibration": {"source": "file", "path": str(ROOT / "config/demo/calibration.txt"),
                                     "samples": args.samples, "length": args.length, "seed": 0}}
-            subprocess.run([sys.executable, "-m", "pipeline.data.calibration", "--model", str(folder), "--spec", json.dumps(spec),
+            subprocess.run([sys.executable, "-m", "pipeline.stages.calibration", "--model", str(folder), "--spec", json.dumps(spec),
                             "--out", str(calibration)], check=True, env=env, cwd=ROOT, capture_output=True)
         prune = {"method": args.method, "sparsity": 0.5, "allocation": "uniform"}
         spec = {"model": {"name": size, "path": str(folder)}, "dtype": "float32", "variant": f"{args.method}-50",

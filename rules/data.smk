@@ -51,7 +51,7 @@ rule benchmark_data:
     params:
         spec=benchmark_spec,
     shell:
-        "python -m pipeline.data.benchmarks --spec {params.spec:q} --out {output} > {log:q} 2>&1"
+        "python -m pipeline.stages.benchmark_data --spec {params.spec:q} --out {output} > {log:q} 2>&1"
 
 
 rule calibration:
@@ -69,5 +69,5 @@ rule calibration:
     params:
         spec=calibration_spec,
     shell:
-        "python -m pipeline.data.calibration --model {input.model} --spec {params.spec:q} "
+        "python -m pipeline.stages.calibration --model {input.model} --spec {params.spec:q} "
         "--out {output} > {log:q} 2>&1"

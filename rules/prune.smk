@@ -18,7 +18,7 @@ rule stats_weights:
     params:
         spec=stats_spec,
     shell:
-        "python -m pipeline.prune.stats --kind alphas --model {input.model} --spec {params.spec:q} --out {output} > {log:q} 2>&1"
+        "python -m pipeline.stages.stats --kind alphas --model {input.model} --spec {params.spec:q} --out {output} > {log:q} 2>&1"
 
 
 rule stats_activations:
@@ -42,7 +42,7 @@ rule stats_activations:
     params:
         spec=stats_spec,
     shell:
-        "python -m pipeline.prune.stats --kind {wildcards.kind} --model {input.model} --calibration {input.calibration} "
+        "python -m pipeline.stages.stats --kind {wildcards.kind} --model {input.model} --calibration {input.calibration} "
         "--spec {params.spec:q} --out {output} > {log:q} 2>&1"
 
 

@@ -12,6 +12,7 @@ import pytest
 from pipeline.core.artifacts import read_provenance, read_table
 from pipeline.data import benchmarks
 from pipeline.data.benchmarks import BenchmarkError, load, preflight, render_question, resolve_definition
+from pipeline.stages import benchmark_data
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
 AIME = FIXTURES / "aime24.jsonl"
@@ -183,7 +184,7 @@ def test_stage_writes_table_with_provenance(tmp_path):
     config["benchmarks"]["gpqa_diamond"]["file"] = str(Path(__file__).parent.parent / "config/demo/mcq.jsonl")
     spec = benchmark_slice(config, "gpqa_diamond")
     out = tmp_path / "gpqa.parquet"
-    assert benchmarks.main(["--spec", json.dumps(spec), "--out", str(out)]) == 0
+    assert benchmark_data.main(["--spec", json.dumps(spec), "--out", str(out)]) == 0
     table = read_table(out)
     assert len(table) >= 3 and all(len(c) == 4 for c in table["choices"])
     assert read_provenance(out)["config"] == spec

@@ -185,7 +185,7 @@ def test_every_readme_command_runs_as_written(tmp_path):
         else:
             if "pipeline.core.provenance" in words:  # an artifact to read, as the demo writes it
                 spec = {"benchmark": "math500", "definition": {"file": "config/demo/math500.jsonl", "grader": "math"}}
-                made = _run([sys.executable, "-m", "pipeline.data.benchmarks", "--spec", cfg.canonical_json(spec),
+                made = _run([sys.executable, "-m", "pipeline.stages.benchmark_data", "--spec", cfg.canonical_json(spec),
                              "--out", "results/data/math500.parquet"], workdir, env)
                 assert made.returncode == 0, made.stderr[-2000:]
             result = _run(words, workdir, env)

@@ -1,10 +1,8 @@
 """Benchmarks: definitions, loading into one normalised table, and prompts.
 
-    python -m pipeline.data.benchmarks --spec JSON --out results/data/NAME.parquet
-
-The spec is `config.benchmark_slice`: {benchmark, definition}. A definition reads from the
-Hugging Face Hub (hub, config_name, split, revision) or from a local JSONL, CSV or Parquet
-`file`, with `columns` mapping our columns to the source's:
+The benchmark_data stage (pipeline.stages.benchmark_data) writes the table. A definition reads
+from the Hugging Face Hub (hub, config_name, split, revision) or from a local JSONL, CSV or
+Parquet `file`, with `columns` mapping our columns to the source's:
 
     id, problem, answer   one source column each (id is optional: the row position is used)
     choices               one column holding a list, or several columns: "Correct Answer,Wrong 1,..."
@@ -17,11 +15,9 @@ choice the text of the correct choice), choices (list of str, or None).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import random
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -278,31 +274,3 @@ def letter_spread(table: pd.DataFrame, seed: int) -> Counter:
     whose correct answer always sits at the same position."""
     return Counter(render_question(row, seed)[1] for row in table.to_dict("records"))
 
-
-# --------------------------------------------------------------------------- stage
-
-
-def main(argv: list[str] | None = None) -> int:
-    from pipeline.core.artifacts import spec_argument, write_table
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--spec", required=True, help="config.benchmark_slice as JSON (or @file)")
-    parser.add_argument("--out", required=True, help="output Parquet: id, problem, answer, choices")
-    args = parser.parse_args(argv)
-    spec = spec_argument(args.spec)
-    name, definition = spec["benchmark"], spec["definition"]
-    try:
-        table = load(name, definition)
-    except BenchmarkError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    write_table(table, args.out, spec)
-    print(f"{name}: {len(table)} problems, grader {definition.get('grader')}, written to {args.out}")
-    if definition.get("grader") == "choice":
-        print(f"correct letter per position under seed 0: {dict(sorted(letter_spread(table, 0).items()))}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,10 +1,5 @@
-"""Stage: sample calibration sequences with the model's own tokenizer.
-
-    python -m pipeline.data.calibration --model results/models/M/model.json --spec JSON
-        --out results/calibration/M/C.parquet
-
-`spec` is pipeline.core.config.calibration_slice(): {model, calibration: {source, path, samples,
-length, seed}}. One row per sequence: sample (int), input_ids (list of int32).
+"""Calibration sequences sampled with the model's own tokenizer (the calibration stage,
+pipeline.stages.calibration, writes them; read_calibration reads them back).
 
 Sources, each as its reference draws it (Python's random seeded with `seed`):
   c4        allenai/c4 en/c4-train.00000-of-01024.json.gz: for each sample, a random document
@@ -20,16 +15,10 @@ Sources, each as its reference draws it (Python's random seeded with `seed`):
 
 from __future__ import annotations
 
-import argparse
 import random
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from pipeline.core import config
-from pipeline.core.artifacts import read_table, spec_argument, write_table
-from pipeline.models.models import load_tokenizer
+from pipeline.core.artifacts import read_table
 
 C4 = ("allenai/c4", {"train": "en/c4-train.00000-of-01024.json.gz"})
 PG19 = "deepmind/pg19"
@@ -169,22 +158,3 @@ def sample(calibration: dict, tokenizer) -> list[list[int]]:
 def read_calibration(path) -> list[list[int]]:
     """The token ids of a calibration artifact, one list per sequence."""
     return [list(map(int, ids)) for ids in read_table(path)["input_ids"]]
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="model manifest (results/models/M/model.json) or folder")
-    parser.add_argument("--spec", required=True, help="JSON (or @file): pipeline.core.config.calibration_slice")
-    parser.add_argument("--out", required=True, help="results/calibration/M/C.parquet")
-    args = parser.parse_args(argv)
-    spec = spec_argument(args.spec)
-    config.or_exit(config.check_stage, "calibration", spec)  # the workflow's own refusals, before loading
-    sequences = sample({**spec["calibration"], "task": spec.get("task", {})}, load_tokenizer(args.model))
-    table = pd.DataFrame({"sample": np.arange(len(sequences)),
-                          "input_ids": [np.asarray(s, dtype=np.int32) for s in sequences]})
-    write_table(table, args.out, spec, seed=spec["calibration"]["seed"])
-    print(f"{len(sequences)} sequences of {min(map(len, sequences))}-{max(map(len, sequences))} tokens")
-
-
-if __name__ == "__main__":
-    main()

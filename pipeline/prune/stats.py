@@ -1,7 +1,5 @@
-"""Stage: per-model statistics shared by every variant that needs them.
-
-    python -m pipeline.prune.stats --kind KIND --model MANIFEST [--calibration CAL.parquet]
-        --spec JSON --out results/stats/M/KIND[-CAL].parquet
+"""Per-model statistics shared by every variant that needs them: computed here, written by the
+stats stage (pipeline.stages.stats), parsed back for the masks stage.
 
 KIND (one row per matrix or block):
   activations      dense-model Wanda input statistics r_j = sum_tokens x_j^2 / sequences per
@@ -9,23 +7,16 @@ KIND (one row per matrix or block):
   alphas           AlphaPruning's heavy-tail exponent per linear: block, name, params, alpha
   block_influence  ShortGPT block influence: block, score (NaN for the last block)
   layerif          LayerIF influence per block and group: block, group, score
-`spec` is {model, dtype, device} (plus the calibration set's name where one is read). The kind
-is stored in the artifact's provenance.
 """
 
 from __future__ import annotations
-
-import argparse
 
 import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.core import config
-from pipeline.core.artifacts import read_table, spec_argument, write_table
-from pipeline.data.calibration import read_calibration
-from pipeline.models.lazy_model import load_lazily, loaded
-from pipeline.models.models import decoder_layers, load_model, resolve_device
+from pipeline.models.lazy_model import loaded
+from pipeline.models.models import decoder_layers
 from pipeline.prune import driver
 
 KINDS = ("activations", "alphas", "block_influence", "layerif")
@@ -103,27 +94,3 @@ def parse(kind: str, table: pd.DataFrame):
             out[int(r.block), GROUPS.index(r.group)] = r.score
         return out
     return table
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kind", required=True, choices=KINDS)
-    parser.add_argument("--model", required=True, help="model manifest (results/models/M/model.json) or folder")
-    parser.add_argument("--calibration", help="calibration Parquet, for " + ", ".join(NEEDS_CALIBRATION))
-    parser.add_argument("--spec", required=True, help="JSON (or @file): {model, dtype, device[, calibration]}")
-    parser.add_argument("--out", required=True, help="results/stats/M/KIND[-CAL].parquet")
-    args = parser.parse_args(argv)
-    spec = spec_argument(args.spec)
-    config.or_exit(config.check_stage, "stats", spec)  # the workflow's own refusals, before loading
-    samples = read_calibration(args.calibration) if args.calibration else None
-    # LayerIF needs the whole model at once; the others read one block at a time from disk
-    model = (load_model if args.kind == "layerif" else load_lazily)(args.model, dtype=spec.get("dtype", "float32"))
-    table = compute(args.kind, model, samples, resolve_device(spec.get("device", "cpu")))
-    write_table(table, args.out, spec, kind=args.kind)
-
-
-if __name__ == "__main__":
-    from pipeline.core.environment import lean_process
-
-    lean_process()
-    main()

@@ -1,1 +1,2 @@
-"""Reporting: the table layouts shared by the aggregate and plots stages (tables)."""
+"""Reporting: the main table's pivots, and the variant order and labels that the aggregate and
+plots stages share (tables)."""

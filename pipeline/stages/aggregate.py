@@ -18,7 +18,7 @@ The spec is `config.table_slice`. Besides main.csv the stage writes the pivots o
 - mean_thinking_tokens, mean_answer_tokens, budget_hit_rate, no_answer_rate, ambiguous_rate
   (multiple-choice hedges, never correct), timeout_rate;
 - perplexity (or perplexity_<dataset>) of the (model, variant) when perplexity files are given;
-- with judgements (pipeline.grading.judge): judge_accuracy (accuracy with the judge's verdict in place of
+- with judgements (pipeline.stages.judge): judge_accuracy (accuracy with the judge's verdict in place of
   the deterministic one where the judge gave one), judge_asked (rows the judge was asked about)
   and judge_agreement (share of the rows it judged correct or wrong where it agrees with the
   deterministic grader).
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grades", nargs="+", required=True, help="grades Parquet files (pipeline.stages.grade)")
     parser.add_argument("--perplexity", nargs="*", default=[], help="perplexity Parquet files")
-    parser.add_argument("--judgements", nargs="*", default=[], help="judgements Parquet files (pipeline.grading.judge)")
+    parser.add_argument("--judgements", nargs="*", default=[], help="judgements Parquet files (pipeline.stages.judge)")
     parser.add_argument("--spec", required=True, help="config.table_slice as JSON (or @file)")
     parser.add_argument("--out", required=True, help="main table CSV; pivots are written beside it")
     parser.add_argument("--strict", action="store_true", help="fail when a cell is missing or partial")

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, help="config.grading_slice as JSON (or @file)")
     parser.add_argument("--out", required=True, help="output grades Parquet")
     parser.add_argument("--benchmark", default=None,
-                        help="the benchmark table (pipeline.data.benchmarks): multiple-choice options for reading "
+                        help="the benchmark table (pipeline.stages.benchmark_data): multiple-choice options for reading "
                              "an answer given as an option's text")
     parser.add_argument("--workers", type=int, default=None,
                         help="cap on worker processes (the job's threads); default: the spec's workers")

@@ -8,7 +8,7 @@ allocation, owl|alphapruning|layerif, layers}, device}. Unstructured methods wri
 matrix, each written (as its own Parquet row group) as soon as its block is pruned
 (docs/ARCHITECTURE.md: block, name, rows, cols, target/achieved sparsity, packed
 `zeroed` mask, SparseGPT's updated surviving weights as `values`, the allocation's inputs); shortgpt and reverse one
-row per block (block, score, removed). Statistics shared by variants (pipeline.prune.stats) are read
+row per block (block, score, removed). Statistics shared by variants (pipeline.stages.stats) are read
 from --stats when given and computed here otherwise. Statistics are fp32 whatever the dtype.
 """
 
