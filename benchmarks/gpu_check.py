@@ -92,9 +92,9 @@ def main(argv=None) -> None:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     import torch
 
-    from pipeline import config as cfg
     from pipeline import cost
-    from pipeline.artifacts import write_json, write_table
+    from pipeline.core import config as cfg
+    from pipeline.core.artifacts import write_json, write_table
     from tests import real_shapes
 
     if size["device"] == "cuda" and not torch.cuda.is_available():
@@ -137,14 +137,14 @@ def main(argv=None) -> None:
                               "input_ids": [rng.integers(0, 512, size["length"], dtype=np.int32).tolist()
                                             for _ in range(size["samples"])]}), calibration)
     masks = out / "masks.parquet"
-    report["masks"] = stage("pipeline.masks", ["--model", str(model), "--calibration", str(calibration),
+    report["masks"] = stage("pipeline.stages.masks", ["--model", str(model), "--calibration", str(calibration),
                                                "--spec", cfg.canonical_json(cfg.mask_slice(config, "m", "wanda-50")),
                                                "--out", str(masks)], out / "masks.log", env)
     print(f"masks: {report['masks']}", flush=True)
 
     # 3. export
     checkpoint = out / "checkpoint"
-    report["export"] = stage("pipeline.export", ["--model", str(model), "--masks", str(masks),
+    report["export"] = stage("pipeline.stages.export", ["--model", str(model), "--masks", str(masks),
                                                  "--spec", cfg.canonical_json(cfg.export_slice(config, "m", "wanda-50")),
                                                  "--out", str(checkpoint)], out / "export.log", env)
     report["export"]["bytes"] = folder_bytes(checkpoint)
@@ -152,10 +152,10 @@ def main(argv=None) -> None:
 
     # 4. generation
     benchmark = out / "synthetic.parquet"
-    stage("pipeline.benchmarks", ["--spec", cfg.canonical_json(cfg.benchmark_slice(config, "synthetic")),
+    stage("pipeline.stages.benchmark_data", ["--spec", cfg.canonical_json(cfg.benchmark_slice(config, "synthetic")),
                                   "--out", str(benchmark)], out / "benchmarks.log", env)
     generations = out / "generations.parquet"
-    gen = stage("pipeline.generate", ["--model", str(checkpoint), "--benchmark", str(benchmark),
+    gen = stage("pipeline.stages.generate", ["--model", str(checkpoint), "--benchmark", str(benchmark),
                                       "--spec", cfg.canonical_json(cfg.generation_slice(config, "m", "wanda-50", "synthetic")),
                                       "--out", str(generations)], out / "generate.log", env)
     table = pd.read_parquet(generations)

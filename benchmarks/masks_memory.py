@@ -5,7 +5,7 @@
 
 Each size is SHAPE:LAYERS, a random-weight model at a real shape (tests/real_shapes.py) with
 that many blocks: growing depth grows the model while its blocks stay alike, a wider shape
-grows the block. For each, `python -m pipeline.masks` runs as the workflow runs it (its own
+grows the block. For each, `python -m pipeline.stages.masks` runs as the workflow runs it (its own
 process, the model read block by block from safetensors, float32) and reports its peak resident
 memory (VmHWM). The estimate beside it: the libraries (the peak of a process that imports what
 the stage imports), the larger of one block and the embedding (the stage embeds the calibration
@@ -35,9 +35,9 @@ PEAK = ("import atexit, runpy, sys\n"
         "    status = open('/proc/self/status').read()\n"
         "    print('VMHWM_KB', next(l.split()[1] for l in status.splitlines() if l.startswith('VmHWM:')), file=sys.stderr)\n"
         "atexit.register(_peak)\n")
-LIBRARIES = PEAK + ("from pipeline.environment import lean_process\nlean_process()\n"
+LIBRARIES = PEAK + ("from pipeline.core.environment import lean_process\nlean_process()\n"
                     "import torch, transformers, pandas, pyarrow.parquet\n"
-                    "import pipeline.masks, pipeline.lazy_model, pipeline.prune.driver\n")
+                    "import pipeline.stages.masks, pipeline.models.lazy_model, pipeline.prune.driver\n")
 
 
 def run_peak(code: str, args: list[str], env: dict) -> tuple[float, float, str]:
@@ -57,7 +57,7 @@ def shape_bytes(folder: Path, samples: int, length: int) -> dict:
     import torch
     import transformers
 
-    from pipeline.models import decoder_layers
+    from pipeline.models.models import decoder_layers
 
     config = transformers.AutoConfig.from_pretrained(folder)
     with torch.device("meta"):
@@ -102,7 +102,7 @@ def main(argv=None) -> None:
             spec = {"model": {"name": size, "path": str(folder)},
                     "calibration": {"source": "file", "path": str(ROOT / "config/demo/calibration.txt"),
                                     "samples": args.samples, "length": args.length, "seed": 0}}
-            subprocess.run([sys.executable, "-m", "pipeline.calibration", "--model", str(folder), "--spec", json.dumps(spec),
+            subprocess.run([sys.executable, "-m", "pipeline.stages.calibration", "--model", str(folder), "--spec", json.dumps(spec),
                             "--out", str(calibration)], check=True, env=env, cwd=ROOT, capture_output=True)
         prune = {"method": args.method, "sparsity": 0.5, "allocation": "uniform"}
         spec = {"model": {"name": size, "path": str(folder)}, "dtype": "float32", "variant": f"{args.method}-50",
@@ -110,7 +110,7 @@ def main(argv=None) -> None:
         stage = ["--model", str(folder), "--spec", json.dumps(spec), "--out", str(folder / "masks.parquet")]
         if args.method != "magnitude":
             stage[2:2] = ["--calibration", str(calibration)]
-        code = PEAK + "sys.argv = ['pipeline.masks'] + sys.argv[1:]\nrunpy.run_module('pipeline.masks', run_name='__main__')\n"
+        code = PEAK + "sys.argv = ['pipeline.stages.masks'] + sys.argv[1:]\nrunpy.run_module('pipeline.stages.masks', run_name='__main__')\n"
         peak, seconds, _ = run_peak(code, stage, env)
         sizes = shape_bytes(folder, args.samples, args.length)
         mib = {key: value * 4 / 2**20 for key, value in sizes.items() if key != "activations"}

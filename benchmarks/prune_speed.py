@@ -7,7 +7,7 @@ own: our pruning (model load + block-by-block pruning), llmcompressor's oneshot 
 reference environment, PRUNE_TTS_REFERENCE_PYTHON, default .venv-ref/bin/python; timed inside
 that process), the floor: two plain forward passes of the decoder over the same tokens, and
 the time of SparseGPT's Hessian products and inverses alone. Ours runs as the masks stage
-does: the model read block by block (pipeline.lazy_model), the masks table written to disk.
+does: the model read block by block (pipeline.models.lazy_model), the masks table written to disk.
 Prints per method our time / theirs, our peak memory / theirs, mask agreement, and our time /
 floor; each process's memory once its libraries are imported; and how much of our SparseGPT
 time the Hessian products and inverses take. Targets: Wanda <= 0.9x their time and <= 1.3x the
@@ -42,7 +42,7 @@ def build(folder: Path, hidden: int, blocks: int) -> None:
     import torch
     import transformers
 
-    from pipeline.demo_model import build_tokenizer
+    from pipeline.models.demo_model import build_tokenizer
 
     tokenizer = build_tokenizer(512)
     config = transformers.LlamaConfig(
@@ -60,18 +60,18 @@ def worker(kind: str, model: str, samples_path: str, out: str) -> None:
     own code path, the masks table written to disk) or 'hessian' (only the X^T X products
     SparseGPT needs and the inverses of the results, on random activations of the same
     shapes)."""
-    from pipeline.environment import lean_process
+    from pipeline.core.environment import lean_process
 
     lean_process()  # as the stage's entry point does
     import torch
     from transformers import PreTrainedModel  # noqa: F401 (the model code, as the reference imports it)
 
-    from pipeline.artifacts import write_tables
-    from pipeline.lazy_model import load_lazily
-    from pipeline.masks import compute_frames
-    from pipeline.models import load_model
+    from pipeline.core.artifacts import write_tables
+    from pipeline.models.lazy_model import load_lazily
+    from pipeline.models.models import load_model
     from pipeline.prune import driver
     from pipeline.prune.sparsegpt import inverse_hessian
+    from pipeline.stages.masks import compute_frames
 
     import_rss = peak_rss_mb()
     samples = json.load(open(samples_path))

@@ -51,9 +51,10 @@ def main(argv=None) -> None:
 def sweep(args, folder: Path) -> None:
     from transformers import AutoTokenizer
 
-    from pipeline import demo_model, templates
     from pipeline.generation import budget_forcing as bf
+    from pipeline.generation import templates
     from pipeline.generation.vllm_backend import VllmBackend, start_engine
+    from pipeline.models import demo_model
 
     model = demo_model.build(folder, {"architecture": "qwen3"})
     bound = templates.bind(templates.get("qwen3"), AutoTokenizer.from_pretrained(model), model, "Wait")

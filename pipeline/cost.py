@@ -19,7 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline import config as cfg
+from pipeline.core import config as cfg
 
 # name -> (value, unit, source). Per-GPU throughputs are for bfloat16 weights.
 FIGURES: dict[str, tuple[float, str, str]] = {
@@ -115,7 +115,7 @@ def _shape_from_config(folder: Path) -> dict:
     config = transformers.AutoConfig.from_pretrained(folder)
     with torch.device("meta"):
         model = transformers.AutoModelForCausalLM.from_config(config)
-    from pipeline.models import decoder_layers
+    from pipeline.models.models import decoder_layers
 
     blocks = decoder_layers(model)
     linear = sum(p.numel() for block in blocks for n, p in block.named_parameters() if p.dim() >= 2)
@@ -124,7 +124,7 @@ def _shape_from_config(folder: Path) -> dict:
 
 
 def _shape_from_demo(demo: dict) -> dict:
-    """The demo model's parameters from its spec (pipeline.demo_model): untied embeddings, RMS
+    """The demo model's parameters from its spec (pipeline.models.demo_model): untied embeddings, RMS
     norms, Qwen3's per-head query and key norms, Qwen2's attention biases."""
     hidden, inter, layers, arch = demo["hidden"], demo["intermediate"], demo["layers"], demo.get("architecture", "qwen3")
     head = hidden // demo["heads"]
@@ -136,7 +136,7 @@ def _shape_from_demo(demo: dict) -> dict:
 
 
 def problems(config: dict, benchmark: str) -> int:
-    from pipeline.benchmarks import resolve_definition
+    from pipeline.data.benchmarks import resolve_definition
 
     definition = resolve_definition(benchmark, config["benchmarks"][benchmark])
     if "demo_task" in definition:
@@ -367,11 +367,11 @@ def main(argv=None) -> None:
     result = estimate(load_config(args.configfile), figs)
     text = render(result, figs)
     if args.json:
-        from pipeline.artifacts import write_json
+        from pipeline.core.artifacts import write_json
 
         write_json({"rows": result["rows"], "checkpoints": result["checkpoints"], "figures": figs}, Path(args.json))
     if args.out:
-        from pipeline.artifacts import atomic_path
+        from pipeline.core.artifacts import atomic_path
 
         with atomic_path(args.out) as tmp:
             tmp.write_text(text)

@@ -26,7 +26,7 @@ rule aggregate:
         perplexity=perplexity_flag,
         judgements=judgements_flag,
     shell:
-        "python -m pipeline.aggregate --grades {input.grades} {params.perplexity} {params.judgements} "
+        "python -m pipeline.stages.aggregate --grades {input.grades} {params.perplexity} {params.judgements} "
         "--spec {params.spec:q} "
         "--out {output.table} > {log:q} 2>&1"
 
@@ -49,4 +49,4 @@ rule plots:
     params:
         spec=table_spec,
     shell:
-        "python -m pipeline.plots --table {input} --spec {params.spec:q} --out-dir results/plots > {log:q} 2>&1"
+        "python -m pipeline.stages.plots --table {input} --spec {params.spec:q} --out-dir results/plots > {log:q} 2>&1"

@@ -5,8 +5,8 @@
 import os
 import re
 
-from pipeline import config as cfg
-from pipeline.environment import put_interpreter_first
+from pipeline.core import config as cfg
+from pipeline.core.environment import put_interpreter_first
 
 
 def _alternatives(names):
@@ -21,7 +21,7 @@ wildcard_constraints:
     kind="activations|block_influence|layerif",
 
 
-# Stages run as `python -m pipeline.<stage>`: the interpreter that runs Snakemake comes first
+# Stages run as `python -m pipeline.stages.<stage>`: the interpreter that runs Snakemake comes first
 # on PATH (a venv needs no activation); under --sdm conda the rule's environment comes first.
 put_interpreter_first()
 CHECKPOINT_KEEP = config["pruning"]["keep_checkpoints"]

@@ -16,7 +16,7 @@ rule train_demo:
     params:
         spec=model_spec,
     shell:
-        "python -m pipeline.train_demo --spec {params.spec:q} --threads {threads} "
+        "python -m pipeline.stages.train_demo --spec {params.spec:q} --threads {threads} "
         "--out {output.model} --plot results/plots/training_loss-{wildcards.model} > {log:q} 2>&1"
 
 
@@ -35,7 +35,7 @@ rule base_model:
     params:
         spec=model_spec,
     shell:
-        "python -m pipeline.base_model --spec {params.spec:q} --out {output} > {log:q} 2>&1"
+        "python -m pipeline.stages.base_model --spec {params.spec:q} --out {output} > {log:q} 2>&1"
 
 
 rule benchmark_data:
@@ -51,7 +51,7 @@ rule benchmark_data:
     params:
         spec=benchmark_spec,
     shell:
-        "python -m pipeline.benchmarks --spec {params.spec:q} --out {output} > {log:q} 2>&1"
+        "python -m pipeline.stages.benchmark_data --spec {params.spec:q} --out {output} > {log:q} 2>&1"
 
 
 rule calibration:
@@ -69,5 +69,5 @@ rule calibration:
     params:
         spec=calibration_spec,
     shell:
-        "python -m pipeline.calibration --model {input.model} --spec {params.spec:q} "
+        "python -m pipeline.stages.calibration --model {input.model} --spec {params.spec:q} "
         "--out {output} > {log:q} 2>&1"

@@ -22,5 +22,5 @@ rule generate:
     params:
         spec=generation_spec,
     shell:
-        "python -m pipeline.generate --model {input.model} --benchmark {input.benchmark} "
+        "python -m pipeline.stages.generate --model {input.model} --benchmark {input.benchmark} "
         "--spec {params.spec:q} --out {output} > {log:q} 2>&1"

@@ -19,5 +19,5 @@ rule grade:
     params:
         spec=grading_spec,
     shell:
-        "python -m pipeline.grade --generations {input.generations} --benchmark {input.data} "
+        "python -m pipeline.stages.grade --generations {input.generations} --benchmark {input.data} "
         "--spec {params.spec:q} --workers {threads} --out {output} > {log:q} 2>&1"

@@ -17,7 +17,7 @@ rule judge:
     params:
         spec=judge_spec,
     shell:
-        "python -m pipeline.judge --grades {input.grades} --generations {input.generations} "
+        "python -m pipeline.stages.judge --grades {input.grades} --generations {input.generations} "
         "--spec {params.spec:q} --out {output} > {log:q} 2>&1"
 
 
@@ -36,4 +36,4 @@ rule judge_disagreements:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "python -m pipeline.judge --disagreements {input} --out {output} > {log:q} 2>&1"
+        "python -m pipeline.stages.judge --disagreements {input} --out {output} > {log:q} 2>&1"

@@ -18,7 +18,7 @@ rule stats_weights:
     params:
         spec=stats_spec,
     shell:
-        "python -m pipeline.stats --kind alphas --model {input.model} --spec {params.spec:q} --out {output} > {log:q} 2>&1"
+        "python -m pipeline.stages.stats --kind alphas --model {input.model} --spec {params.spec:q} --out {output} > {log:q} 2>&1"
 
 
 rule stats_activations:
@@ -42,7 +42,7 @@ rule stats_activations:
     params:
         spec=stats_spec,
     shell:
-        "python -m pipeline.stats --kind {wildcards.kind} --model {input.model} --calibration {input.calibration} "
+        "python -m pipeline.stages.stats --kind {wildcards.kind} --model {input.model} --calibration {input.calibration} "
         "--spec {params.spec:q} --out {output} > {log:q} 2>&1"
 
 
@@ -68,7 +68,7 @@ rule masks:
         calibration=calibration_flag,
         stats=stats_flag,
     shell:
-        "python -m pipeline.masks --model {input.model} {params.calibration} {params.stats} "
+        "python -m pipeline.stages.masks --model {input.model} {params.calibration} {params.stats} "
         "--spec {params.spec:q} --out {output} > {log:q} 2>&1"
 
 
@@ -92,7 +92,7 @@ rule export:
     params:
         spec=export_spec,
     shell:
-        "python -m pipeline.export --model {input.model} --masks {input.masks} "
+        "python -m pipeline.stages.export --model {input.model} --masks {input.masks} "
         "--spec {params.spec:q} --out {output} > {log:q} 2>&1"
 
 
@@ -118,5 +118,5 @@ rule perplexity:
         spec=perplexity_spec,
         text=config["perplexity"]["text"],
     shell:
-        "python -m pipeline.perplexity --model {input.model} --text {params.text:q} --spec {params.spec:q} "
+        "python -m pipeline.stages.perplexity --model {input.model} --text {params.text:q} --spec {params.spec:q} "
         "--out {output} > {log:q} 2>&1"

@@ -16,7 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """A 4-block Qwen3-style model (hidden 64, 2 heads of 32, 1 KV head) with its tokenizer."""
-    from pipeline import demo_model
+    from pipeline.models import demo_model
 
     return demo_model.build(tmp_path_factory.mktemp("tiny-qwen3"), {"architecture": "qwen3"})
 
@@ -24,7 +24,7 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_factory(tmp_path_factory):
     """Build other tiny models: tiny_model_factory(architecture="llama", hidden=128, heads=4)."""
-    from pipeline import demo_model
+    from pipeline.models import demo_model
 
     built = {}
 

@@ -111,7 +111,7 @@ def build(name: str, out_dir: str | Path, layers: int | None = None, dtype: str 
     tokenizer; weights saved in `dtype` (bfloat16 as the published checkpoints)."""
     import torch
 
-    from pipeline.demo_model import build_tokenizer
+    from pipeline.models.demo_model import build_tokenizer
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

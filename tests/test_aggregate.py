@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import aggregate, plots, tables
-from pipeline.aggregate import main_table
-from pipeline.artifacts import write_table
+from pipeline.core.artifacts import write_table
+from pipeline.reporting import tables
+from pipeline.stages import aggregate, plots
+from pipeline.stages.aggregate import main_table
 
 VARIANTS = {"dense": {"method": "dense"},
             "wanda-20": {"method": "wanda", "sparsity": 0.2, "allocation": "uniform"},
@@ -176,7 +177,7 @@ def test_plots_are_written(tmp_path):
 
 
 def test_variant_labels_are_unique_and_name_nm_patterns():
-    from pipeline import tables
+    from pipeline.reporting import tables
 
     rows = pd.DataFrame([
         {"variant": "dense", "method": "dense", "sparsity": None, "nm": None, "allocation": None, "layers": None},
@@ -194,7 +195,7 @@ def test_variant_labels_are_unique_and_name_nm_patterns():
 
 
 def test_every_line_has_its_own_colour_and_marker():
-    from pipeline.plots import line_styles
+    from pipeline.stages.plots import line_styles
 
     names = [f"v{i}" for i in range(40)]
     styles = line_styles(["dense", *names], {"dense"})

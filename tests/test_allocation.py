@@ -134,7 +134,7 @@ def test_esd_alpha_equals_a_plain_scan(shape):
 
 
 def test_esd_alpha_on_tiny_model(tiny_model):
-    from pipeline.models import decoder_layers, load_model
+    from pipeline.models.models import decoder_layers, load_model
 
     model = load_model(tiny_model)
     alphas = [al.esd_alpha(m.weight) for block in decoder_layers(model)

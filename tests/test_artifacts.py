@@ -8,8 +8,8 @@ import sys
 import pandas as pd
 import pytest
 
-from pipeline import artifacts
-from pipeline.config import spec_hash
+from pipeline.core import artifacts
+from pipeline.core.config import spec_hash
 
 
 def test_provenance_travels_with_the_file(tmp_path):
@@ -22,7 +22,7 @@ def test_provenance_travels_with_the_file(tmp_path):
     assert "math-verify" in info["packages"] and "vllm" in info["packages"]
     assert info["git_commit"] is None or len(info["git_commit"]) >= 40
     assert artifacts.read_table(path)["a"].tolist() == [1, 2]
-    shown = subprocess.run([sys.executable, "-m", "pipeline.provenance", str(path)], capture_output=True, text=True)
+    shown = subprocess.run([sys.executable, "-m", "pipeline.core.provenance", str(path)], capture_output=True, text=True)
     assert shown.returncode == 0 and spec_hash(spec) in shown.stdout
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config as cfg
-from pipeline import preflight
+from pipeline.core import config as cfg
+from pipeline.core import preflight
 from tests.workflow_util import ROOT, copy_workflow, snakemake, write_config
 
 _DELETE = object()
@@ -412,7 +412,7 @@ def test_configfile_read_by_snakemake_is_refused_by_name(case, text, words, tmp_
     workdir = copy_workflow(tmp_path / "wf")
     if text is not None:
         (workdir / "given.yaml").write_text(text)
-    start = ("import sys, runpy, pipeline.configfile_hook as hook; hook.install(); "
+    start = ("import sys, runpy, pipeline.core.configfile_hook as hook; hook.install(); "
              "sys.argv = ['snakemake', *sys.argv[1:]]; runpy.run_module('snakemake', run_name='__main__')")
     result = subprocess.run([sys.executable, "-c", start, "-n", "--configfile", "given.yaml"], cwd=workdir,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
@@ -428,16 +428,16 @@ def test_install_script_installs_the_configfile_hook():
     script = (ROOT / "install.sh").read_text()
     line = next(line for line in script.splitlines() if "configfile_hook" in line and line.startswith("echo"))
     assert ".pth" in line and "hook.install()" in line
-    from pipeline import configfile_hook  # what the .pth line imports exists and installs a finder
+    from pipeline.core import configfile_hook  # what the .pth line imports exists and installs a finder
     assert callable(configfile_hook.install)
 
 
 def test_config_command_checks_files_without_snakemake(tmp_path):
-    """`python -m pipeline.config FILE` gives the refusals for files Snakemake reads itself."""
+    """`python -m pipeline.core.config FILE` gives the refusals for files Snakemake reads itself."""
     import subprocess
     import sys
 
-    run = lambda *files: subprocess.run([sys.executable, "-m", "pipeline.config", *files], cwd=ROOT,  # noqa: E731
+    run = lambda *files: subprocess.run([sys.executable, "-m", "pipeline.core.config", *files], cwd=ROOT,  # noqa: E731
                                         capture_output=True, text=True, timeout=120)
     ok = run("config/demo.yaml")
     assert ok.returncode == 0 and "valid" in ok.stdout

@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import benchmarks
-from pipeline.artifacts import read_provenance, read_table
-from pipeline.benchmarks import BenchmarkError, load, preflight, render_question, resolve_definition
+from pipeline.core.artifacts import read_provenance, read_table
+from pipeline.data import benchmarks
+from pipeline.data.benchmarks import BenchmarkError, load, preflight, render_question, resolve_definition
+from pipeline.stages import benchmark_data
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
 AIME = FIXTURES / "aime24.jsonl"
@@ -177,13 +178,13 @@ def test_preflight_offline_without_cache(monkeypatch, tmp_path):
 
 
 def test_stage_writes_table_with_provenance(tmp_path):
-    from pipeline.config import benchmark_slice, load as load_config
+    from pipeline.core.config import benchmark_slice, load as load_config
 
     config = load_config(Path(__file__).parent / "configs" / "random_demo.yaml")
     config["benchmarks"]["gpqa_diamond"]["file"] = str(Path(__file__).parent.parent / "config/demo/mcq.jsonl")
     spec = benchmark_slice(config, "gpqa_diamond")
     out = tmp_path / "gpqa.parquet"
-    assert benchmarks.main(["--spec", json.dumps(spec), "--out", str(out)]) == 0
+    assert benchmark_data.main(["--spec", json.dumps(spec), "--out", str(out)]) == 0
     table = read_table(out)
     assert len(table) >= 3 and all(len(c) == 4 for c in table["choices"])
     assert read_provenance(out)["config"] == spec

@@ -12,8 +12,8 @@ import hashlib
 
 import pytest
 
-from pipeline import templates
 from pipeline.generation import budget_forcing as bf
+from pipeline.generation import templates
 
 
 class ScriptedBackend:

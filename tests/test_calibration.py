@@ -5,9 +5,10 @@ import random
 
 import pytest
 
-from pipeline import calibration
-from pipeline.artifacts import read_provenance, read_table
-from pipeline.models import load_tokenizer
+from pipeline.core.artifacts import read_provenance, read_table
+from pipeline.data import calibration
+from pipeline.models.models import load_tokenizer
+from pipeline.stages import calibration as calibration_stage
 
 
 @pytest.fixture
@@ -89,7 +90,7 @@ def test_stage_writes_int32_sequences(tiny_model, long_docs, tmp_path):
     path, _ = long_docs
     spec = {"model": {"name": "tiny"}, "calibration": _spec(path, samples=3)}
     out = tmp_path / "cal.parquet"
-    calibration.main(["--model", str(tiny_model), "--spec", json.dumps(spec), "--out", str(out)])
+    calibration_stage.main(["--model", str(tiny_model), "--spec", json.dumps(spec), "--out", str(out)])
     table = read_table(out)
     assert list(table.columns) == ["sample", "input_ids"] and list(table["sample"]) == [0, 1, 2]
     assert table["input_ids"][0].dtype.name == "int32" and len(table["input_ids"][0]) == 32

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from pipeline import config as cfg
 from pipeline import cost
+from pipeline.core import config as cfg
 from tests import real_shapes
 from tests.workflow_util import ROOT, copy_workflow, scheduled_jobs, snakemake
 
@@ -86,7 +86,7 @@ def test_checkpoint_bytes_match_safetensors_on_disk(tmp_path, tiny_model):
 def test_demo_spec_count_is_the_built_models(tiny_model_factory, architecture):
     spec = {"architecture": architecture, "hidden": 128, "heads": 4, "kv_heads": 2, "layers": 3}
     built = cost._shape_from_config(tiny_model_factory(**spec))
-    from pipeline.demo_model import DEFAULTS
+    from pipeline.models.demo_model import DEFAULTS
 
     assert cost._shape_from_demo({**DEFAULTS, **spec}) == {**built, "source": "demo spec"}
 

@@ -6,7 +6,10 @@ import random
 
 import pytest
 
-from pipeline import benchmarks, demo_model, demo_task, templates, train_demo
+from pipeline.data import benchmarks, demo_task
+from pipeline.generation import templates
+from pipeline.models import demo_model
+from pipeline.stages import train_demo
 
 
 def test_worked_solution_is_the_chain():
@@ -61,7 +64,7 @@ def test_digits_and_labels_are_single_tokens(bound):
 
 
 def test_training_prompt_is_the_benchmark_prompt():
-    """The multiple-choice user turn the model learns on is the one pipeline.benchmarks renders."""
+    """The multiple-choice user turn the model learns on is the one pipeline.data.benchmarks renders."""
     problem = demo_task.Problem(4, 4, 9)
     letters = set()
     for seed in range(12):
@@ -130,7 +133,7 @@ def test_wait_example_closes_a_complete_chain_and_carries_on_an_early_stop(bound
 def test_choice_example_answers_with_the_option_text_the_letter_grader_reads(bound):
     """Multiple choice is answered with the option's text; graded against the shown options,
     that is the gold letter."""
-    from pipeline import grading
+    from pipeline.grading import answers as grading
 
     settings = {**train_demo.TRAIN_DEFAULTS, "forced_fraction": 0, "wait_fraction": 0, "choice_fraction": 1}
     golds = set()

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.masks import compute, prune_unstructured
-from pipeline.models import decoder_layers, load_model
+from pipeline.models.models import decoder_layers, load_model
 from pipeline.prune import driver, scores
+from pipeline.stages.masks import compute, prune_unstructured
 
 
 def _samples(n=6, length=24, seed=0, vocab=500):

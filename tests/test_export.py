@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import export, masks, stats
-from pipeline.artifacts import read_table, write_table
-from pipeline.models import decoder_layers, load_model
-from pipeline.prune import allocation, driver
+from pipeline.core.artifacts import read_table, write_table
+from pipeline.models.models import decoder_layers, load_model
+from pipeline.prune import allocation, driver, stats
+from pipeline.stages import export, masks
+from pipeline.stages import stats as stats_stage
 
 COLUMNS = ["block", "name", "rows", "cols", "target_sparsity", "achieved_sparsity", "zeroed", "values",
            "outlier_ratio", "alpha", "influence"]
@@ -86,7 +87,7 @@ def test_owl_and_alphapruning_allocations_with_cached_statistics(tiny_model, tmp
     cal = _calibration(tmp_path / "cal.parquet")
     acts, alphas = tmp_path / "activations.parquet", tmp_path / "alphas.parquet"
     for kind, out in (("activations", acts), ("alphas", alphas)):
-        stats.main(["--kind", kind, "--model", str(tiny_model), "--calibration", str(cal),
+        stats_stage.main(["--kind", kind, "--model", str(tiny_model), "--calibration", str(cal),
                     "--spec", json.dumps({"model": {"name": "tiny"}, "dtype": "float32"}), "--out", str(out)])
     owl = {"method": "wanda", "sparsity": 0.5, "allocation": "owl", "owl": {"lambda": 0.08, "M": 3}}
     cached = read_table(_run_masks(tmp_path, tiny_model, owl, ["--stats", str(acts)]))

@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import config as cfg
-from pipeline import generate
-from pipeline.artifacts import read_provenance, write_table
+from pipeline.core import config as cfg
+from pipeline.core.artifacts import read_provenance, write_table
+from pipeline.stages import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,7 +120,7 @@ def test_generations_table(tmp_path, benchmark, tiny_model, vllm_engine):
 def test_killed_job_resumes_and_new_budget_reuses_thinking(tmp_path, benchmark, tiny_model, capfd):
     spec = make_spec(tiny_model, backend="transformers", seeds=[1, 2, 3, 4], budgets=[8, 48])
     out = tmp_path / "gen.parquet"
-    argv = [sys.executable, "-m", "pipeline.generate", "--model", str(tiny_model), "--benchmark", str(benchmark),
+    argv = [sys.executable, "-m", "pipeline.stages.generate", "--model", str(tiny_model), "--benchmark", str(benchmark),
             "--spec", json.dumps(spec), "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     first = tmp_path / "gen.parquet.shards" / "seed-1.parquet"

@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import grade
-from pipeline.artifacts import read_table, write_table
-from pipeline.grading import (KILL_GRACE_S, STATUSES, as_letter, as_number, extract, grade_many, grade_one, judge,
+from pipeline.core.artifacts import read_table, write_table
+from pipeline.stages import grade
+from pipeline.grading.answers import (KILL_GRACE_S, STATUSES, as_letter, as_number, extract, grade_many, grade_one, judge,
                               normalise, options_named)
 
 CASES = [json.loads(line) for line in (Path(__file__).parent / "fixtures" / "grading_cases.jsonl").open()]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.models import load_model
+from pipeline.models.models import load_model
 from pipeline.prune import influence as inf
 
 

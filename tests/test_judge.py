@@ -16,9 +16,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import judge
-from pipeline.artifacts import read_table, write_table
-from pipeline.grade import KEYS
+from pipeline.core.artifacts import read_table, write_table
+from pipeline.grading import judge
+from pipeline.stages import judge as judge_stage
+from pipeline.stages.grade import KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -154,17 +155,17 @@ def _lines(path: Path) -> int:
 def test_judge_over_http_cached_and_resumed(tmp_path, server, capfd):
     grades, generations = make_inputs(tmp_path, 9)
     out = tmp_path / "judged.parquet"
-    first = judge.run(spec(server["endpoint"]), grades, generations, out)
+    first = judge_stage.run(spec(server["endpoint"]), grades, generations, out)
     assert len(first) == 9 and first["judge_status"].isin(["correct", "wrong", "unclear"]).all()
     assert first["judge_reply"].map(lambda r: isinstance(r, str)).all()
     # beside the deterministic verdicts, never replacing them
     assert first["status"].tolist() == read_table(grades)["status"].tolist()
     assert _lines(Path(f"{out}.verdicts.jsonl")) == 9
     capfd.readouterr()
-    again = judge.run(spec(server["endpoint"]), grades, generations, out)
+    again = judge_stage.run(spec(server["endpoint"]), grades, generations, out)
     assert "9 cached, 0 to ask" in capfd.readouterr().err
     pd.testing.assert_frame_equal(again, first)
-    unsettled = judge.run(spec(server["endpoint"], scope="unsettled"), grades, generations, tmp_path / "u.parquet")
+    unsettled = judge_stage.run(spec(server["endpoint"], scope="unsettled"), grades, generations, tmp_path / "u.parquet")
     assert unsettled["judge_status"].eq("not_asked").tolist() == (~judge.to_ask(unsettled, "unsettled")).tolist()
     assert unsettled["judge_correct"].isna()[unsettled["judge_status"] == "not_asked"].all()
 
@@ -174,7 +175,7 @@ def test_server_killed_mid_run_loses_no_verdict(tmp_path, server):
     grades, generations = make_inputs(tmp_path, 40)
     out = tmp_path / "judged.parquet"
     cache = Path(f"{out}.verdicts.jsonl")
-    argv = [sys.executable, "-m", "pipeline.judge", "--grades", str(grades), "--generations", str(generations),
+    argv = [sys.executable, "-m", "pipeline.stages.judge", "--grades", str(grades), "--generations", str(generations),
             "--spec", json.dumps(spec(server["endpoint"], requests_per_minute=300, concurrency=1)), "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     job = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -203,7 +204,7 @@ def test_server_killed_mid_run_loses_no_verdict(tmp_path, server):
 
 
 def test_table_gains_judge_accuracy_and_agreement():
-    from pipeline.aggregate import main_table
+    from pipeline.stages.aggregate import main_table
 
     spec = {"models": ["tiny"], "variants": {"dense": {"method": "dense"}}, "benchmarks": ["a", "b"],
             "budgets": [8], "seeds": [7, 11], "bootstrap": 50, "confidence": 0.95}
@@ -227,6 +228,6 @@ def test_table_gains_judge_accuracy_and_agreement():
     assert table.loc["a", "judge_asked"] == 4 and table.loc["a", "judge_agreement"] == 0.5
     assert table.loc["b", "judge_accuracy"] == table.loc["b", "accuracy"] == 0.5
     assert table.loc["b", "judge_asked"] == 0 and pd.isna(table.loc["b", "judge_agreement"])
-    listed = judge.disagreements(judged.assign(gold="1", extracted="1", status="x", judge_reply="r"))
+    listed = judge_stage.disagreements(judged.assign(gold="1", extracted="1", status="x", judge_reply="r"))
     assert listed[["benchmark", "problem_id"]].drop_duplicates().values.tolist() == [["a", "p3"]]
     assert "judge_accuracy" not in main_table(grades, spec).columns

@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import lazy_model, stats
-from pipeline.masks import compute
-from pipeline.models import decoder_layers, load_model
+from pipeline.models import lazy_model
+from pipeline.models.models import decoder_layers, load_model
+from pipeline.prune import stats
+from pipeline.stages.masks import compute
 
 
 def _samples(n=5, length=20):

@@ -5,9 +5,9 @@ what the whole model computes."""
 import pytest
 import torch
 
-from pipeline.masks import prune_unstructured
-from pipeline.models import decoder_layers, load_model
+from pipeline.models.models import decoder_layers, load_model
 from pipeline.prune import driver
+from pipeline.stages.masks import prune_unstructured
 from tests import tiny_models
 
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from pipeline import export, masks
-from pipeline.artifacts import read_table
-from pipeline.lazy_model import load_lazily, loaded
-from pipeline.models import decoder_layers, load_model
+from pipeline.core.artifacts import read_table
+from pipeline.models.lazy_model import load_lazily, loaded
+from pipeline.models.models import decoder_layers, load_model
 from pipeline.prune import allocation, driver, experts, support
+from pipeline.stages import export, masks
 from tests import tiny_models
 from tests.test_export import _calibration, _spec
 

@@ -5,9 +5,9 @@ import math
 
 import torch
 
-from pipeline import perplexity
-from pipeline.artifacts import read_table
-from pipeline.models import load_model, load_tokenizer
+from pipeline.core.artifacts import read_table
+from pipeline.models.models import load_model, load_tokenizer
+from pipeline.stages import perplexity
 
 
 def test_windows_and_value(tiny_model, tmp_path):
@@ -30,7 +30,7 @@ def test_stage_on_a_pruned_model_and_calibration_parquet(tiny_model, tmp_path):
     import numpy as np
     import pandas as pd
 
-    from pipeline.artifacts import write_table
+    from pipeline.core.artifacts import write_table
 
     cal = tmp_path / "cal.parquet"
     write_table(pd.DataFrame({"sample": [0, 1], "input_ids": [np.arange(1, 41, dtype=np.int32), np.arange(5, 25, dtype=np.int32)]}), cal)

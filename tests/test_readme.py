@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import config as cfg
-from pipeline import preflight
+from pipeline.core import config as cfg
+from pipeline.core import preflight
 from tests.workflow_util import ROOT, copy_workflow
 
 README = (ROOT / "README.md").read_text()
@@ -183,9 +183,9 @@ def test_every_readme_command_runs_as_written(tmp_path):
             result = _run([*words, "--help"], workdir, env)
             assert result.returncode == 0 and "usage" in result.stdout, result.stderr[-2000:]
         else:
-            if "pipeline.provenance" in words:  # an artifact to read, as the demo writes it
+            if "pipeline.core.provenance" in words:  # an artifact to read, as the demo writes it
                 spec = {"benchmark": "math500", "definition": {"file": "config/demo/math500.jsonl", "grader": "math"}}
-                made = _run([sys.executable, "-m", "pipeline.benchmarks", "--spec", cfg.canonical_json(spec),
+                made = _run([sys.executable, "-m", "pipeline.stages.benchmark_data", "--spec", cfg.canonical_json(spec),
                              "--out", "results/data/math500.parquet"], workdir, env)
                 assert made.returncode == 0, made.stderr[-2000:]
             result = _run(words, workdir, env)

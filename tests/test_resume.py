@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import pytest
 
-from pipeline import artifacts
+from pipeline.core import artifacts
 
 SPEC = {"model": {"name": "tiny"}, "dtype": "float32", "variant": "sparsegpt-50", "device": "cpu",
         "prune": {"method": "sparsegpt", "sparsity": 0.5, "allocation": "uniform"}}
@@ -29,7 +29,7 @@ def slow_case(tiny_model_factory, tmp_path_factory):
 
 
 def _masks(model, calibration, out) -> list[str]:
-    return [sys.executable, "-m", "pipeline.masks", "--model", str(model), "--calibration", str(calibration),
+    return [sys.executable, "-m", "pipeline.stages.masks", "--model", str(model), "--calibration", str(calibration),
             "--spec", json.dumps(SPEC), "--out", str(out)]
 
 

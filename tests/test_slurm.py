@@ -149,7 +149,7 @@ def test_tensor_parallel_jobs_ask_slurm_for_their_gpus(tmp_path, slurm_cluster):
     with scontrol."""
     if "gpu" not in slurm_cluster:
         pytest.skip("the local node declares no GPUs; restart it with `bash .ci/slurm.sh down && bash .ci/slurm.sh up`")
-    from pipeline import demo_model
+    from pipeline.models import demo_model
 
     workdir = copy_workflow(tmp_path)
     demo_model.build(workdir / "tiny", {})

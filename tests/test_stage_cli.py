@@ -1,4 +1,4 @@
-"""Every stage runs without Snakemake: `python -m pipeline.<stage> --help`."""
+"""Every stage runs without Snakemake: `python -m pipeline.stages.<stage> --help`."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import sys
 
 import pytest
 
-STAGES = ["base_model", "benchmarks", "calibration", "stats", "masks", "export", "perplexity",
-          "generate", "grade", "aggregate", "plots", "provenance", "demo_model"]
+STAGES = ["train_demo", "base_model", "benchmark_data", "calibration", "stats", "masks", "export", "perplexity",
+          "generate", "grade", "judge", "aggregate", "plots"]
+# commands besides the stages
+TOOLS = ["pipeline.core.provenance", "pipeline.core.config", "pipeline.models.demo_model", "pipeline.cost"]
 
 
-@pytest.mark.parametrize("stage", STAGES)
-def test_stage_has_a_command_line(stage):
+@pytest.mark.parametrize("module", [f"pipeline.stages.{stage}" for stage in STAGES] + TOOLS)
+def test_stage_has_a_command_line(module):
     # generous: importing torch on a shared, loaded machine takes a while
-    result = subprocess.run([sys.executable, "-m", f"pipeline.{stage}", "--help"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "usage:" in result.stdout and "--" in result.stdout
@@ -49,7 +51,7 @@ def test_stage_refuses_a_bad_spec_before_reading_anything(stage, capsys):
     import json
 
     args, spec, key = BAD_SPECS[stage]
-    module = importlib.import_module(f"pipeline.{stage}")
+    module = importlib.import_module(f"pipeline.stages.{stage}")
     with pytest.raises(SystemExit) as exit_:
         module.main([*args, "--spec", json.dumps(spec)])
     assert exit_.value.code == 1
@@ -61,7 +63,7 @@ def test_masks_command_refuses_nm_with_n_above_m():
     import json
 
     spec = {"variant": "v", "model": {"name": "m"}, "prune": {"method": "wanda", "nm": "4:2"}}
-    result = subprocess.run([sys.executable, "-m", "pipeline.masks", "--model", MISSING, "--out", "o.parquet",
+    result = subprocess.run([sys.executable, "-m", "pipeline.stages.masks", "--model", MISSING, "--out", "o.parquet",
                              "--spec", json.dumps(spec)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 1
     assert "variants.v.nm" in result.stderr and "N must be below M" in result.stderr

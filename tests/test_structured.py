@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.models import decoder_layers, load_model
+from pipeline.models.models import decoder_layers, load_model
 from pipeline.prune import structured
 
 

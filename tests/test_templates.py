@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipeline import templates
+from pipeline.generation import templates
 
 
 @pytest.fixture(scope="module")

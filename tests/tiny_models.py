@@ -54,7 +54,7 @@ def build(folder, architecture: str, seed: int = 0, **overrides) -> Path:
     import torch
     import transformers
 
-    from pipeline.demo_model import build_tokenizer
+    from pipeline.models.demo_model import build_tokenizer
 
     folder = Path(folder)
     cfg = config(architecture, **overrides)

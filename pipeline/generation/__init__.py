@@ -1,5 +1,7 @@
 """Test-time scaling generation: budget forcing (backend-independent) over vLLM or transformers.
 
+- templates: thinking templates (s1, qwen3, generic), their delimiters and prompts as token ids.
+- requests: the requests of a benchmark table (prompt, gold answer, choice order per sample).
 - budget_forcing: the plan (thinking once at the largest budget, cuts, Wait rounds, answers).
 - vllm_backend, hf_backend: engines that run one batch of token-id requests.
 """

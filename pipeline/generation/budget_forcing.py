@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pipeline.templates import Bound, TemplateError
+from pipeline.generation.templates import Bound, TemplateError
 
 SEED_RANGE = 2**31  # vLLM and torch both accept it; per-request seeds never need more
 RULES = ("project", "s1")  # generation.wait_rule

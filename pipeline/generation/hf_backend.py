@@ -19,7 +19,7 @@ class HfBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from pipeline.models import torch_dtype
+        from pipeline.models.models import torch_dtype
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype(dtype)).to(self.device).eval()

@@ -6,7 +6,7 @@ keyword arguments the model passes its blocks: attention mask, position ids, rot
 that accumulate fp32 input statistics, let the method prune it, and re-run the pruned block to
 produce the next block's inputs. Statistics of block i thus come from the dense block i fed by
 the already pruned blocks 0..i-1. Only the current block sits on the accelerator (and, for a
-model from pipeline.lazy_model, in memory at all).
+model from pipeline.models.lazy_model, in memory at all).
 
 When only statistics are wanted from the dense pass (the outputs come from the pruned re-run),
 the dense pass stops once the last linear of the block has seen its input: that linear's own
@@ -31,8 +31,8 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from pipeline import lazy_model
-from pipeline.models import decoder_layers
+from pipeline.models import lazy_model
+from pipeline.models.models import decoder_layers
 from pipeline.prune import experts
 
 # tokens per forward batch: enough rows for efficient matrix products (as fast as 2048 on CPU),

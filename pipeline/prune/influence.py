@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.models import decoder_layers
+from pipeline.models.models import decoder_layers
 
 GROUPS = ("attention", "mlp")
 DAMPING = 0.1  # DataInf: lambda = mean over samples of mean(g^2), divided by 10

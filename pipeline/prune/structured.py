@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.models import decoder_layers
+from pipeline.models.models import decoder_layers
 from pipeline.prune import driver
 
 

@@ -1,0 +1,2 @@
+"""Reporting: the main table's pivots, and the variant order and labels that the aggregate and
+plots stages share (tables)."""

@@ -1,0 +1,191 @@
+"""Stage: train the demo's small reasoning model from scratch on the synthetic task.
+
+    python -m pipeline.stages.train_demo --spec JSON --out results/models/NAME/trained
+
+`spec` is {"demo": the model's shape and `train` settings, "task": pipeline.data.demo_task's
+settings}. The model learns to think in the Qwen3 format (`<think>` ... `</think>`, then the
+answer in \\boxed{}) exactly as `pipeline.generation.templates` prompts it, and to answer with its best
+guess when budget forcing cuts its thinking. Training is deterministic for a seed (one thread
+order: the same machine gives the same weights). The folder gets the weights, the tokenizer
+and `training.parquet` (step, loss, tokens, seconds) for the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+from pipeline.core import config
+from pipeline.core.artifacts import atomic_dir, spec_argument, write_table
+from pipeline.data import demo_task
+from pipeline.generation import templates
+from pipeline.models import demo_model
+
+TRAIN_DEFAULTS = config.schema_defaults("models.*.demo.train")
+IGNORE = -100
+
+
+def tokenizer_corpus(task: dict, seed: int) -> list[str]:
+    """Text the tokenizer is trained on: worked problems of both forms and the templates' strings."""
+    rng = demo_task.stream(seed, "tokenizer")
+    lines = [templates.QWEN3_EARLY_STOP, "Final Answer: The answer is \\boxed{7}.", "Wait",
+             templates.QWEN25_SYSTEM]
+    for _ in range(400):
+        problem = demo_task.sample(rng, task)
+        thinking, answer = demo_task.solution_text(problem)
+        options = "\n".join(f"{letter}) {text}" for letter, text in
+                            zip(demo_task.CHOICE_LETTERS, demo_task.choices(problem, rng)))
+        lines += [problem.text, options, thinking, answer]
+    return lines
+
+
+def _render_choices(problem: demo_task.Problem, rng: random.Random) -> tuple[str, str, list[str]]:
+    """The multiple-choice user turn exactly as the benchmark stage renders it (same code, a
+    random shuffle), its correct letter and the options in the order shown."""
+    from pipeline.data.benchmarks import render_question
+
+    row = {"id": problem.id, "problem": problem.text, "answer": str(problem.answer),
+           "choices": demo_task.choices(problem, rng)}
+    user, letter, order = render_question(row, seed=rng.randrange(2**31))
+    return user, letter, [row["choices"][i] for i in order]
+
+
+def example(bound: templates.Bound, problem: demo_task.Problem, rng: random.Random, settings: dict):
+    """One training sequence (ids, labels): the text that the workflow itself appends (forced
+    answer, Wait) carries no loss; what the model writes does, and the prompt with prompt_loss."""
+    # multiple choice is answered with the option's text, which the letter grader reads as that
+    # option (docs/GRADING.md): a model this small does not learn to look the letter up within
+    # the training budget (docs/DEMO.md has the measurements)
+    user = _render_choices(problem, rng)[0] if rng.random() < settings["choice_fraction"] else problem.text
+    steps = problem.steps()
+    # the prompt is learned too (the model then predicts the whole conversation, so perplexity
+    # on worked problems means something); what the workflow appends is not
+    pieces: list[tuple[list[int], bool]] = [(bound.prompt_ids(user), settings["prompt_loss"])]
+    kind = rng.random()
+    if kind < settings["forced_fraction"]:
+        # budget forcing cut the thinking after `done` steps (at a token boundary in the next one)
+        done = rng.randrange(len(steps))
+        cut = bound.encode(steps[done])[: rng.randrange(len(bound.encode(steps[done])))]
+        pieces += [(bound.encode("".join(steps[:done])) + cut, True), (bound.answer_ids(forced=True), False),
+                   (bound.encode(f" \\boxed{{{problem.partial_sum(done)}}}"), True)]
+    else:
+        thinking, answer = demo_task.solution_text(problem)
+        if kind < settings["forced_fraction"] + settings["wait_fraction"]:
+            # the Wait extension: the workflow replaces an end of thinking by "Wait". Half the
+            # time the chain was complete and the model closes again; otherwise the thinking had
+            # stopped early and the model carries the chain on from where it stood
+            done = len(steps) if len(steps) == 1 or rng.random() < 0.5 else rng.randrange(1, len(steps))
+            pieces += [(bound.encode("".join(steps[:done])), True), (bound.wait_ids, False)]
+            if done < len(steps):
+                pieces.append((bound.encode("".join(steps[done:])), True))
+        else:
+            pieces.append((bound.encode(thinking), True))
+        pieces += [([bound.think_end_id], True), (bound.answer_ids(forced=False)[1:], False),
+                   (bound.encode(answer), True)]
+    pieces.append((bound.eos_ids[:1], True))
+    ids, labels = [], []
+    for part, learn in pieces:
+        ids += part
+        labels += part if learn else [IGNORE] * len(part)
+    return ids, labels
+
+
+def batches(bound, task: dict, settings: dict, pool: int = 8):
+    """An endless stream of padded batches (ids, labels, attention mask) from the train stream.
+    Examples are drawn `pool` batches at a time and batched by length, so little is padding;
+    the batches of a pool then come in random order."""
+    import torch
+
+    rng = demo_task.stream(settings["seed"], "train")
+    pad, size = bound.tokenizer.pad_token_id, settings["batch"]
+    while True:
+        rows = sorted((example(bound, demo_task.sample(rng, task), rng, settings) for _ in range(pool * size)),
+                      key=lambda row: len(row[0]))
+        groups = [rows[start : start + size] for start in range(0, len(rows), size)]
+        rng.shuffle(groups)
+        for group in groups:
+            width = max(len(ids) for ids, _ in group)
+            ids = torch.full((len(group), width), pad, dtype=torch.long)
+            labels = torch.full((len(group), width), IGNORE, dtype=torch.long)
+            mask = torch.zeros((len(group), width), dtype=torch.long)
+            for row, (seq, lab) in enumerate(group):
+                ids[row, : len(seq)] = torch.tensor(seq)
+                labels[row, : len(lab)] = torch.tensor(lab)
+                mask[row, : len(seq)] = 1
+            yield ids, labels, mask
+
+
+def train(spec: dict, out_dir: str | Path, progress=print) -> list[dict]:
+    """Train the demo model of `spec` and save it to `out_dir`; return the loss history."""
+    import torch
+
+    demo = {**demo_model.DEFAULTS, **{k: v for k, v in spec["demo"].items() if k != "train"}}
+    settings = {**TRAIN_DEFAULTS, **spec["demo"].get("train", {})}
+    task = {**demo_task.DEFAULTS, **spec.get("task", {})}
+    torch.manual_seed(settings["seed"])
+    tokenizer = demo_model.build_tokenizer(demo["vocab"], corpus=tokenizer_corpus(task, settings["seed"]))
+    model = demo_model.make_model(demo, tokenizer)
+    bound = templates.bind(templates.QWEN3, tokenizer)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"],
+                                  betas=(0.9, 0.98))
+    steps, warmup = settings["steps"], settings["warmup"]
+
+    def rate(step: int) -> float:  # linear warm-up, cosine decay to a tenth
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
+    model.train()
+    history, start, tokens = [], time.perf_counter(), 0
+    stream = batches(bound, task, settings)
+    for step in range(steps):
+        ids, labels, mask = next(stream)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        tokens += int(mask.sum())
+        value = loss.item()
+        history.append({"step": step + 1, "loss": value, "tokens": tokens, "seconds": time.perf_counter() - start})
+        if (step + 1) % 25 == 0 or step + 1 == steps:
+            progress(f"step {step + 1}/{steps}  loss {value:.4f}  {tokens} tokens  "
+                     f"{time.perf_counter() - start:.0f} s")
+    model.eval()
+    demo_model.save(model, tokenizer, out_dir, {**demo, "train": settings, "task": task})
+    return history
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spec", required=True, help="JSON (or @file): {demo: {..., train: {...}}, task: {...}}")
+    parser.add_argument("--out", required=True, help="folder for the trained model")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
+    parser.add_argument("--plot", help="stem of the training-loss figure (.png and .svg are written)")
+    args = parser.parse_args(argv)
+    import pandas as pd
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    spec = spec_argument(args.spec)
+    config.or_exit(config.check_stage, "train_demo", spec)  # the workflow's own refusals, before training
+    with atomic_dir(out) as partial:
+        history = pd.DataFrame(train(spec, partial, progress=lambda line: print(line, flush=True)))
+        write_table(history, Path(partial) / "training.parquet", spec=spec, seed=spec["demo"]["train"].get("seed"))
+    if args.plot:
+        from pipeline.stages.plots import training_loss
+
+        training_loss(history, spec.get("name", out.parent.name), args.plot)
+    print(f"trained: {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
