@@ -64,6 +64,25 @@ def test_slices_change_only_with_what_they_read():
     assert cfg.canonical_json({"b": 1, "a": [1, 2]}) == cfg.canonical_json({"a": [1, 2], "b": 1})
 
 
+def test_wait_times_become_a_sorted_list_of_settings():
+    def prepared(wait):
+        config = demo()
+        config["generation"]["wait"] = wait
+        return cfg.prepare(config)
+
+    assert prepared({})["generation"]["wait"]["times"] == [0]
+    assert prepared({"times": 2})["generation"]["wait"]["times"] == [2]
+    config = prepared({"times": [2, 0, 1]})
+    assert config["generation"]["wait"]["times"] == [0, 1, 2]
+    assert cfg.table_slice(config)["wait_times"] == [0, 1, 2]
+    assert cfg.generation_slice(config, "tiny-qwen3", "dense", "math500")["generation"]["wait"]["times"] == [0, 1, 2]
+    assert cfg.wait_settings(3) == [3] and cfg.wait_settings([1, 0]) == [0, 1]
+    # an empty Wait string is refused only when some setting inserts it
+    assert prepared({"times": [0], "string": ""})["generation"]["wait"]["times"] == [0]
+    with pytest.raises(cfg.ConfigError, match="generation.wait.string: empty"):
+        prepared({"times": [0, 1], "string": ""})
+
+
 def test_duplicate_variant_names_are_refused(tmp_path):
     text = (ROOT / "tests" / "configs" / "random_demo.yaml").read_text().replace(
         "  wanda-50: {method: wanda, sparsity: 0.5}", "  wanda-20: {method: wanda, sparsity: 0.5}"
