@@ -71,7 +71,7 @@ def sweep(args, folder: Path) -> None:
                        {"max_model_len": context, "enforce_eager": True, "enable_prefix_caching": True})
     backend = VllmBackend(llm, {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "min_p": 0.0})
     # warm-up over the full batch (new batch shapes are slow the first time), not timed
-    bf.run(backend, bound, requests, [16], 4, 0, bf.Tally(quiet=True))
+    bf.run(backend, bound, requests, [16], 4, [0], bf.Tally(quiet=True))
 
     plans = {"reference": bf.run_per_budget, "ours": bf.run}
     order = [name for r in range(args.repeats) for name in (("reference", "ours"), ("ours", "reference"))[r % 2]]
@@ -80,7 +80,7 @@ def sweep(args, folder: Path) -> None:
         llm.reset_prefix_cache()  # neither way profits from the other's cache
         tally = bf.Tally(quiet=True)
         start, cpu_start = time.perf_counter(), time.process_time()
-        rows = plans[name](backend, bound, requests, args.budgets, args.answer_max_tokens, args.wait, tally)
+        rows = plans[name](backend, bound, requests, args.budgets, args.answer_max_tokens, [args.wait], tally)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         print(f"{name:>9}: {tally.tokens} tokens, {tally.steps} steps, wall {wall:.1f} s, cpu {cpu:.1f} s", flush=True)
         best = results.get(name, (0, 0, wall, cpu, rows))

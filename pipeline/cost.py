@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from pipeline.core import config as cfg
+from pipeline.generation import budget_forcing as bf
 
 # name -> (value, unit, source). Per-GPU throughputs are for bfloat16 weights.
 FIGURES: dict[str, tuple[float, str, str]] = {
@@ -212,15 +213,19 @@ def counts(config: dict) -> dict[str, int]:
 
 def generation_tokens(config: dict, benchmark: str, answer_tokens: float) -> dict[str, float]:
     """Tokens one generate job produces: the thinking once per seed and sample up to the
-    largest budget (shorter budgets reuse it), then one answer per budget."""
+    largest budget, each Wait round to it, with the largest Wait setting (shorter budgets and
+    smaller settings reuse it; under s1's rule setting 0 thinks apart), then one answer per
+    budget and Wait setting."""
     gen = config["generation"]
     runs = problems(config, benchmark) * len(gen["seeds"]) * gen["samples"]
-    answers = len(gen["budgets"])
+    settings = gen["wait"]["times"]
+    rounds = sum(1 + w for w in bf.runs_needed(settings, gen["wait_rule"]))
+    answers = len(gen["budgets"]) * len(settings)
     answer = min(answer_tokens, gen["answer_max_tokens"])
-    return {"requests": runs, "thinking": runs * max(gen["budgets"]) * (1 + gen["wait"]["times"]),
+    return {"requests": runs, "rows": runs * answers, "thinking": runs * max(gen["budgets"]) * rounds,
             "answers_expected": runs * answers * answer, "answers_bound": runs * answers * gen["answer_max_tokens"],
-            # stored text: each budget's row holds its own thinking and answer
-            "text_tokens": runs * (sum(gen["budgets"]) + answers * answer)}
+            # stored text: each budget's and setting's row holds its own thinking and answer
+            "text_tokens": runs * (len(settings) * sum(gen["budgets"]) + answers * answer)}
 
 
 def estimate(config: dict, figs: dict[str, dict]) -> dict:
@@ -296,10 +301,9 @@ def estimate(config: dict, figs: dict[str, dict]) -> dict:
         for key, answers in (("gpu_h", "answers_expected"), ("gpu_h_bound", "answers_bound")):
             seconds = start + (tokens["thinking"] + tokens[answers]) / rate
             rows["generate"][key] += gpu(model) * tp * seconds / 3600
-        rows_per_job = tokens["requests"] * len(config["generation"]["budgets"])
-        rows["generate"]["disk"] += (rows_per_job * f["row_bytes"] + tokens["text_tokens"] * f["text_bytes_per_token"]
+        rows["generate"]["disk"] += (tokens["rows"] * f["row_bytes"] + tokens["text_tokens"] * f["text_bytes_per_token"]
                                      + tokens["thinking"] * f["text_bytes_per_token"])  # the resume shards
-        rows["grade"]["disk"] += rows_per_job * f["row_bytes"]
+        rows["grade"]["disk"] += tokens["rows"] * f["row_bytes"]
     for rule in rows:
         rows[rule]["gpu_h_bound"] = max(rows[rule]["gpu_h_bound"], rows[rule]["gpu_h"])
     return {"rows": rows, "checkpoints": checkpoints, "keep_checkpoints": config["pruning"]["keep_checkpoints"],

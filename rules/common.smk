@@ -7,6 +7,7 @@ import re
 
 from pipeline.core import config as cfg
 from pipeline.core.environment import put_interpreter_first
+from pipeline.reporting import tables
 
 
 def _alternatives(names):
@@ -69,16 +70,18 @@ CAPTIONS = os.path.join(workflow.basedir, "report")
 
 
 def pivot_outputs(suffix):
+    """The pivots pipeline.reporting.tables writes: per model and budget, and per Wait setting when there are several."""
+    index = {"csv": 0, "md": 1}[suffix]
     return [
         report_output(
-            f"results/tables/pivot-{model}-{budget}.{suffix}",
+            str(tables.pivot_paths("results/tables", model, budget, wait)[index]),
             caption=os.path.join(CAPTIONS, "pivot.rst"),
             category="Tables",
             subcategory=model,
-            labels={"model": model, "budget": str(budget)},
+            labels={"model": model, "budget": str(budget)}
+            | ({} if wait is None else {"Wait": str(wait)}),
         )
-        for model in config["models"]
-        for budget in cfg.budgets(config)
+        for model, budget, wait in tables.pivot_keys(cfg.table_slice(config))
     ]
 
 

@@ -30,16 +30,18 @@ def synthetic(problems: int = 60, samples: int = 1, spec: dict = SPEC, seed: int
     rng = np.random.default_rng(seed)
     difficulty = {b: rng.uniform(-0.3, 0.3, problems) for b in spec["benchmarks"]}
     rows = []
-    for model, variant, benchmark, budget, s in itertools.product(
-            spec["models"], spec["variants"], spec["benchmarks"], spec["budgets"], spec["seeds"]):
+    for model, variant, benchmark, budget, wait, s in itertools.product(
+            spec["models"], spec["variants"], spec["benchmarks"], spec["budgets"], spec.get("wait_times", [0]),
+            spec["seeds"]):
         for p in range(problems):
             for sample in range(samples):
-                chance = np.clip(SKILL[variant] + difficulty[benchmark][p] + budget / 10_000, 0, 1)
+                chance = np.clip(SKILL[variant] + difficulty[benchmark][p] + budget / 10_000 + wait / 10, 0, 1)
                 correct = bool(rng.random() < chance)
                 status = "correct" if correct else rng.choice(["wrong", "wrong", "wrong", "no_answer"])
                 extracted = "gold" if correct else (None if status == "no_answer" else f"w{rng.integers(3)}")
                 rows.append({"model": model, "variant": variant, "benchmark": benchmark, "problem_id": f"p{p}",
-                             "seed": s, "sample": sample, "sample_seed": 0, "budget": budget, "gold": "gold",
+                             "seed": s, "sample": sample, "sample_seed": 0, "budget": budget, "wait_times": wait,
+                             "gold": "gold",
                              "extracted": extracted, "rule": "boxed", "status": status, "correct": correct,
                              "thinking_tokens": int(rng.integers(budget // 2, budget + 1)), "answer_tokens": 20,
                              "hit_budget": bool(rng.random() < 0.3)})
@@ -155,6 +157,65 @@ def test_missing_and_partial_cells_are_named(tmp_path, capsys):
     assert wide.loc["dense", "aime24"] == pytest.approx(cell(table, "dense", "aime24", 1024)["accuracy"])
     markdown = md_path.read_text()
     assert "| wanda 20% | " in markdown and "missing" in markdown and "| shortgpt, 1 block removed |" in markdown
+
+
+def test_wait_settings_are_cells_side_by_side_with_their_own_pivots_and_lines(tmp_path):
+    spec = {**SPEC, "models": ["s1.1-7B"], "wait_times": [0, 1]}  # a dotted name: the file names keep it whole
+    grades = synthetic(problems=20, spec=spec).assign(model="s1.1-7B")
+    # Wait x1 loses the dense cell of math500 at 1024: named as missing, never dropped
+    grades = grades[~((grades["variant"] == "dense") & (grades["benchmark"] == "math500") & (grades["budget"] == 1024)
+                      & (grades["wait_times"] == 1))]
+    paths = [tmp_path / "grades.parquet"]
+    write_table(grades, paths[0])
+    out = tmp_path / "tables" / "main.csv"
+    assert aggregate.main(["--grades", str(paths[0]), "--spec", json.dumps(spec), "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert len(table) == 3 * 2 * 2 * 2 and list(table.columns[:5]) == aggregate.CELL
+    for (variant, benchmark, budget), both in table.groupby(["variant", "benchmark", "budget"]):
+        assert both["wait_times"].tolist() == [0, 1]  # side by side, in order
+        for setting in (0, 1):
+            part = grades[(grades["variant"] == variant) & (grades["benchmark"] == benchmark)
+                          & (grades["budget"] == budget) & (grades["wait_times"] == setting)]
+            row = both[both["wait_times"] == setting].iloc[0]
+            if part.empty:
+                assert row["status"] == "missing"
+                continue
+            assert row["accuracy"] == pytest.approx(part.groupby("seed")["correct"].mean().mean())
+            dense = grades[(grades["variant"] == "dense") & (grades["benchmark"] == benchmark)
+                           & (grades["budget"] == budget) & (grades["wait_times"] == setting)]
+            if dense.empty:  # compared with dense only at the same budget and setting
+                assert np.isnan(row["delta_vs_dense"])
+            else:
+                expected = (part.groupby("problem_id")["correct"].mean()
+                            - dense.groupby("problem_id")["correct"].mean()).mean()
+                assert row["delta_vs_dense"] == pytest.approx(expected)
+    # a pivot per model, budget and setting; none under the single-setting names
+    for budget in spec["budgets"]:
+        assert not tables.pivot_paths(out.parent, "s1.1-7B", budget)[0].exists()
+        for setting in (0, 1):
+            csv_path, md_path = tables.pivot_paths(out.parent, "s1.1-7B", budget, setting)
+            assert csv_path.name == f"pivot-s1.1-7B-{budget}-wait{setting}.csv"
+            wide = pd.read_csv(csv_path, index_col="variant")
+            expected = table[(table["budget"] == budget) & (table["wait_times"] == setting)
+                             & (table["variant"] == "wanda-20") & (table["benchmark"] == "aime24")]["accuracy"]
+            assert wide.loc["wanda-20", "aime24"] == pytest.approx(expected.iloc[0])
+            assert f"thinking budget {budget}, Wait x{setting}" in md_path.read_text()
+    assert sorted(p.name for p in out.parent.glob("pivot-*")) == sorted(
+        p.name for key in tables.pivot_keys(spec) for p in tables.pivot_paths(out.parent, *key))
+    # one line per variant and setting: the variant's colour and marker, a line style per setting
+    plots.main(["--table", str(out), "--spec", json.dumps(spec), "--out-dir", str(tmp_path / "plots")])
+    for path in plots.plot_paths(tmp_path / "plots", "s1.1-7B"):
+        assert path.stat().st_size > 1000
+    svg = (tmp_path / "plots" / "accuracy_vs_budget-s1.1-7B.svg").read_text()
+    assert "dense, Wait x0" in svg and "wanda 20%, Wait x1" in svg
+
+
+def test_one_wait_setting_keeps_the_names_without_settings():
+    spec = {**SPEC, "wait_times": [1]}
+    assert tables.pivot_keys(spec) == [("tiny", 512, None), ("tiny", 1024, None)]
+    assert tables.pivot_paths("t", "tiny", 512)[1].name == "pivot-tiny-512.md"
+    table = main_table(synthetic(problems=5, spec=spec), spec)
+    assert set(table["wait_times"]) == {1} and len(table) == 3 * 2 * 2
 
 
 def test_perplexity_joins_by_model_and_variant(tmp_path):

@@ -83,7 +83,7 @@ def make_requests(bound, n=6, seeds=(7,), samples=1):
 
 
 def _key(row):
-    return (row["problem_id"], row["seed"], row["sample"], row["budget"])
+    return (row["problem_id"], row["seed"], row["sample"], row["budget"], row["wait_times"])
 
 
 PLAN_FIELDS = ("thinking_ids", "answer_ids", "hit_budget", "waits", "think_finish", "answer_finish", "thinking_tokens")
@@ -100,8 +100,8 @@ def test_one_long_run_equals_one_run_per_budget(tokenizer, tiny_model, template,
     requests = make_requests(bound, n=12, samples=2)
     budgets = [3, 5, 8, 13, 21, 34]
     quiet = bf.Tally(quiet=True)
-    ours = {_key(r): r for r in bf.run(backend, bound, requests, budgets, 6, wait_times, quiet, rule=rule)}
-    reference = {_key(r): r for r in bf.run_per_budget(backend, bound, requests, budgets, 6, wait_times, quiet,
+    ours = {_key(r): r for r in bf.run(backend, bound, requests, budgets, 6, [wait_times], quiet, rule=rule)}
+    reference = {_key(r): r for r in bf.run_per_budget(backend, bound, requests, budgets, 6, [wait_times], quiet,
                                                        rule=rule)}
     assert ours.keys() == reference.keys()
     for key in ours:
@@ -114,6 +114,76 @@ def test_one_long_run_equals_one_run_per_budget(tokenizer, tiny_model, template,
         assert any(r["waits"] > 0 for r in ours.values())
 
 
+class Counting:
+    """A backend that counts the thinking runs (first-round requests) and answer requests of
+    `requests` before passing them on."""
+
+    name, version = "counting", "0"
+
+    def __init__(self, backend, requests):
+        self.backend, self.max_model_len = backend, backend.max_model_len
+        self.first_round = {bf.derive_seed("think", r.sample_seed, 0) for r in requests}
+        self.answer = {bf.derive_seed("answer", r.sample_seed) for r in requests}
+        self.runs = self.answers = 0
+
+    def generate(self, gens):
+        self.runs += sum(g.seed in self.first_round for g in gens)
+        self.answers += sum(g.seed in self.answer for g in gens)
+        return self.backend.generate(gens)
+
+
+WAIT_SETTINGS = [0, 1, 2]
+
+
+@pytest.mark.parametrize("rule,template", [("project", "qwen3"), ("project", "generic"), ("s1", "s1"), ("s1", "qwen3")])
+def test_wait_settings_from_one_run_equal_separate_runs(tokenizer, tiny_model, rule, template):
+    """Every Wait setting and budget derived from the largest setting's run (under s1's rule, plus
+    a run for setting 0) equals a separate run with that setting and budget."""
+    bound = make_bound(tokenizer, tiny_model, template)
+    scripted = ScriptedBackend(bound, stop_every=6, newline_every=5 if rule == "s1" else None)
+    requests = make_requests(bound, n=16, samples=2)
+    budgets = [2, 3, 5, 8, 13, 21]
+    quiet = bf.Tally(quiet=True)
+    backend = Counting(scripted, requests)
+    rows = bf.run(backend, bound, requests, budgets, 5, WAIT_SETTINGS, quiet, rule=rule)
+    assert backend.runs == len(requests) * (2 if rule == "s1" else 1)  # one thinking run (s1: and one for 0)
+    ours = {_key(r): r for r in rows}
+    reference = {_key(r): r for r in bf.run_per_budget(scripted, bound, requests, budgets, 5, WAIT_SETTINGS, quiet,
+                                                       rule=rule)}
+    assert len(ours) == len(rows) == len(requests) * len(budgets) * len(WAIT_SETTINGS)
+    assert ours.keys() == reference.keys()
+    for key in ours:
+        assert {f: ours[key][f] for f in PLAN_FIELDS + ("answer_prefix",)} == \
+            {f: reference[key][f] for f in PLAN_FIELDS + ("answer_prefix",)}, key
+    # identical answer prompts share one answer, across budgets and settings alike
+    prefixes = {bound.decode(ids): tuple(ids) for ids in (bound.answer_start_ids, bound.forced_answer_ids,
+                                                          bf.forced_after_newline_ids(bound))}
+    distinct = {(r["problem_id"], r["sample"], tuple(r["thinking_ids"]) + prefixes[r["answer_prefix"]]) for r in rows}
+    assert backend.answers == len(distinct) < len(rows)
+    wait = len(bound.wait_ids)
+    assert all(r["waits"] <= r["wait_times"] for r in rows)
+    assert all(r["waits"] == 0 for r in rows if r["wait_times"] == 0)
+    if rule == "project":  # a Wait inserted where it fits, withheld where it does not
+        fits = [r for r in rows if r["wait_times"] and r["waits"] and not r["hit_budget"]]
+        withheld = [r for r in rows if not r["hit_budget"] and r["waits"] < r["wait_times"]
+                    and r["thinking_tokens"] + wait >= r["budget"]]
+        assert fits and withheld
+    # the settings differ: more Waits change some rows
+    by_setting = {w: [ours[k[:4] + (w,)]["thinking_ids"] for k in sorted(ours) if k[4] == 0] for w in WAIT_SETTINGS}
+    assert by_setting[0] != by_setting[1] != by_setting[2]
+
+
+def test_a_cut_never_adds_waits_the_run_did_not_allow():
+    thinking = bf.Thinking(ids=[1, 2, 3], stops=[bf.Stop(2, (9,), "think_end")], budget=8, wait_times=0)
+    with pytest.raises(ValueError, match="wait times 0 to wait times 1"):
+        bf.cut(thinking, 8, 1, 1)
+    assert bf.derivable(2, 1, "project") and bf.derivable(2, 0, "project") and not bf.derivable(1, 2, "project")
+    # s1's rule stops Wait-off thinking on text: setting 0 is never cut from a run with Wait on
+    assert bf.derivable(2, 1, "s1") and not bf.derivable(2, 0, "s1") and bf.derivable(0, 0, "s1")
+    assert bf.runs_needed([0, 1, 2], "project") == [2] and bf.runs_needed([0, 1, 2], "s1") == [0, 2]
+    assert bf.runs_needed([1, 3], "s1") == [3]
+
+
 def test_s1_rule_edge_cases(tokenizer, tiny_model):
     """Rule s1 on the scripted model: every departure from the project rule occurs, and the
     rows show s1's behaviour in each."""
@@ -121,8 +191,8 @@ def test_s1_rule_edge_cases(tokenizer, tiny_model):
     backend = ScriptedBackend(bound, stop_every=4, newline_every=5)
     requests = make_requests(bound, n=24)
     budgets = [2, 3, 5, 8, 13]
-    rows = bf.run(backend, bound, requests, budgets, 3, 2, bf.Tally(quiet=True), rule="s1")
-    project = {_key(r): r for r in bf.run(backend, bound, requests, budgets, 3, 2, bf.Tally(quiet=True))}
+    rows = bf.run(backend, bound, requests, budgets, 3, [2], bf.Tally(quiet=True), rule="s1")
+    project = {_key(r): r for r in bf.run(backend, bound, requests, budgets, 3, [2], bf.Tally(quiet=True))}
     forced = bound.decode(bound.forced_answer_ids)
     wait = bound.decode(bound.wait_ids)
     seen = set()
@@ -171,7 +241,7 @@ def test_structure_of_rows(tokenizer, tiny_model):
     bound = make_bound(tokenizer, tiny_model)
     requests = make_requests(bound, n=10)
     tally = bf.Tally(quiet=True)
-    rows = bf.run(ScriptedBackend(bound), bound, requests, [4, 16, 64], 5, 2, tally)
+    rows = bf.run(ScriptedBackend(bound), bound, requests, [4, 16, 64], 5, [2], tally)
     assert len(rows) == len(requests) * 3
     wait = bound.decode(bound.wait_ids)
     for row in rows:
@@ -194,7 +264,7 @@ def test_budgets_with_the_same_cut_share_one_answer(tokenizer, tiny_model):
     bound = make_bound(tokenizer, tiny_model)
     requests = make_requests(bound, n=10)
     tally = bf.Tally(quiet=True)
-    rows = bf.run(ScriptedBackend(bound, stop_every=3), bound, requests, [30, 40, 50], 4, 0, tally)
+    rows = bf.run(ScriptedBackend(bound, stop_every=3), bound, requests, [30, 40, 50], 4, [0], tally)
     natural = [r for r in rows if not r["hit_budget"]]
     assert natural  # stops every ~3 tokens: thinking ends before 30
     answers = sum(n for phase, n in tally.phases.items() if phase.startswith("answers"))
@@ -221,7 +291,7 @@ def test_lengths_are_checked_before_generation(tokenizer, tiny_model):
 
 def test_cut_refuses_a_larger_budget():
     with pytest.raises(ValueError, match="larger budget"):
-        bf.cut(bf.Thinking(ids=[1, 2], stops=[], budget=2), 4, 1, 0)
+        bf.cut(bf.Thinking(ids=[1, 2], stops=[], budget=2, wait_times=0), 4, 1, 0)
 
 
 # --------------------------------------------------------------------------- real engines
@@ -244,8 +314,8 @@ def test_vllm_shared_run_matches_per_budget_runs_greedy(tokenizer, tiny_model, v
     backend = VllmBackend(vllm_engine, greedy)
     requests = make_requests(bound, n=4)
     budgets = [4, 8, 16, 32]
-    ours = {_key(r): r for r in bf.run(backend, bound, requests, budgets, 6, 1, bf.Tally(quiet=True))}
-    reference = {_key(r): r for r in bf.run_per_budget(backend, bound, requests, budgets, 6, 1, bf.Tally(quiet=True))}
+    ours = {_key(r): r for r in bf.run(backend, bound, requests, budgets, 6, [1], bf.Tally(quiet=True))}
+    reference = {_key(r): r for r in bf.run_per_budget(backend, bound, requests, budgets, 6, [1], bf.Tally(quiet=True))}
     for key in reference:
         assert {f: ours[key][f] for f in PLAN_FIELDS} == {f: reference[key][f] for f in PLAN_FIELDS}, key
 
@@ -271,7 +341,7 @@ def test_vllm_and_transformers_agree_on_structure(tokenizer, tiny_model, vllm_en
     budgets = [4, 8, 16]
     plans = []
     for backend in _greedy_backends(vllm_engine, tiny_model):
-        rows = bf.run(backend, bound, requests, budgets, 4, 1, bf.Tally(quiet=True))
+        rows = bf.run(backend, bound, requests, budgets, 4, [1], bf.Tally(quiet=True))
         for row in rows:
             assert row["thinking_tokens"] <= row["budget"] and row["answer_tokens"] <= 4
             assert row["answer_prefix"] == bound.decode(bound.answer_ids(forced=row["hit_budget"]))
@@ -424,8 +494,8 @@ def _project_rows(vllm_engine, bound, requests, wait_times, rule):
     from pipeline.generation.vllm_backend import VllmBackend
 
     greedy = {"temperature": 0.0, "top_p": 1.0, "top_k": -1, "min_p": 0.0}
-    rows = bf.run(VllmBackend(vllm_engine, greedy), bound, requests, S1_BUDGETS, 4, wait_times, bf.Tally(quiet=True),
-                  rule=rule)
+    rows = bf.run(VllmBackend(vllm_engine, greedy), bound, requests, S1_BUDGETS, 4, [wait_times],
+                  bf.Tally(quiet=True), rule=rule)
     return {(r["problem_id"], r["budget"]): r for r in rows}
 
 

@@ -49,6 +49,16 @@ def test_generation_tokens_follow_budgets_seeds_and_the_answer_cap(tmp_path):
     assert more["thinking"] == 3 * 2 * tokens["thinking"]
 
 
+def test_wait_settings_think_at_the_largest_and_answer_each(tmp_path):
+    one = cost.generation_tokens(_small(tmp_path), "aime24", answer_tokens=400)
+    grid = cost.generation_tokens(_small(tmp_path, wait={"times": [0, 1, 2]}), "aime24", answer_tokens=400)
+    assert grid["thinking"] == 3 * one["thinking"]  # one run with 2 Waits: 3 rounds
+    assert grid["answers_expected"] == 3 * one["answers_expected"] and grid["rows"] == 3 * one["rows"]
+    # s1's rule thinks apart for Wait off: 1 + 3 rounds
+    s1 = cost.generation_tokens(_small(tmp_path, wait={"times": [0, 2]}, wait_rule="s1"), "aime24", answer_tokens=400)
+    assert s1["thinking"] == 4 * one["thinking"] and s1["rows"] == 2 * one["rows"]
+
+
 def test_tensor_parallel_gpu_hours_follow_the_figures(tmp_path, tiny_model):
     """A model on disk: GPU-hours of generation scale with the GPUs held and the stated
     tensor-parallel efficiency; the engine start is paid once per GPU and job."""

@@ -90,6 +90,40 @@ def test_cuda_vllm_without_a_gpu(tmp_path, benchmark, capsys, tiny_model, monkey
     assert not (tmp_path / "out.parquet.shards").exists()
 
 
+# --------------------------------------------------------------------------- Wait settings and the thinking cache
+
+
+def test_cached_thinking_serves_only_the_wait_settings_it_yields(tmp_path, benchmark, tiny_model, capfd):
+    """The thinking cache records the Wait setting it was generated with: it serves smaller
+    settings (under s1's rule not setting 0 from a run with Wait on), never larger ones, and what
+    it serves equals a fresh run."""
+    from transformers import AutoTokenizer
+
+    from pipeline.generation import templates
+    from tests.test_budget_forcing import ScriptedBackend
+
+    bound = templates.bind(templates.get("qwen3"), AutoTokenizer.from_pretrained(tiny_model), tiny_model, "Wait")
+    backend = ScriptedBackend(bound, stop_every=5)
+    keys = ["problem_id", "seed", "sample", "budget", "wait_times"]
+
+    def run(out, rule, times):
+        spec = make_spec(tiny_model, budgets=[4, 8, 16], wait={"times": times}, wait_rule=rule)
+        capfd.readouterr()
+        table = generate.run(spec, tiny_model, benchmark, out, backend=backend).sort_values(keys, ignore_index=True)
+        return table, "cached thinking (budget 16) reused" in capfd.readouterr().err
+
+    for rule, first, later, reused in (("project", [1], [0, 1], True), ("project", [0, 1], [0, 2], False),
+                                       ("s1", [2], [1, 2], True), ("s1", [2], [0, 2], False)):
+        out = tmp_path / f"{rule}-{first}-{later}.parquet"
+        run(out, rule, first)
+        table, was_reused = run(out, rule, later)
+        assert was_reused == reused, (rule, first, later)
+        fresh, _ = run(tmp_path / f"fresh-{rule}-{later}.parquet", rule, later)
+        pd.testing.assert_frame_equal(table, fresh)
+        assert sorted(set(table["wait_times"])) == later
+        assert len(table) == 3 * 2 * 3 * len(later)  # problems x seeds x budgets x settings
+
+
 # --------------------------------------------------------------------------- vLLM, shared engine
 
 
@@ -97,12 +131,24 @@ def test_cuda_vllm_without_a_gpu(tmp_path, benchmark, capsys, tiny_model, monkey
 def test_generations_table(tmp_path, benchmark, tiny_model, vllm_engine):
     from pipeline.generation.vllm_backend import VllmBackend
 
-    spec = make_spec(tiny_model, samples=2)
+    spec = make_spec(tiny_model, samples=2, budgets=[4, 8, 32], wait={"times": [0, 1]})
     out = tmp_path / "gen.parquet"
     generate.run(spec, tiny_model, benchmark, out, backend=VllmBackend(vllm_engine, spec["sampling"]))
     table = pd.read_parquet(out)
     assert list(table.columns) == generate.COLUMNS
-    assert len(table) == 3 * 2 * 2 * 2  # problems x seeds x samples x budgets
+    assert len(table) == 3 * 2 * 2 * 3 * 2  # problems x seeds x samples x budgets x Wait settings
+    assert sorted(set(table.wait_times)) == [0, 1] and (table.waits <= table.wait_times).all()
+    # Wait off: never a Wait in the thinking; Wait x1: every thinking that ended by itself with room
+    # left for the Wait and one more token was extended once (the same run cut with 0 or 1 Wait)
+    assert not table[table.wait_times == 0].thinking.str.contains("Wait").any()
+    keys = ["problem_id", "seed", "sample", "budget"]
+    pairs = table[table.wait_times == 0].merge(table[table.wait_times == 1], on=keys, suffixes=("_0", "_1"))
+    from transformers import AutoTokenizer
+
+    wait = len(AutoTokenizer.from_pretrained(tiny_model).encode("Wait", add_special_tokens=False))
+    room = pairs[~pairs.hit_budget_0 & (pairs.thinking_tokens_0 + wait < pairs.budget)]
+    assert len(room) > 0
+    assert (room.waits_1 == 1).all() and room.thinking_1.str.contains("Wait").all()
     assert table.groupby(["problem_id", "seed", "sample"]).sample_seed.nunique().eq(1).all()
     assert table.drop_duplicates(["problem_id", "seed", "sample"]).sample_seed.is_unique
     assert (table.thinking_tokens <= table.budget).all() and (table.answer_tokens <= 4).all()

@@ -177,7 +177,8 @@ def test_deep_nesting_is_wrong_not_a_crash():
 
 
 def test_grade_stage(tmp_path):
-    keys = {"model": "m", "variant": "dense", "benchmark": "aime24", "seed": 7, "sample_seed": 1, "budget": 512}
+    keys = {"model": "m", "variant": "dense", "benchmark": "aime24", "seed": 7, "sample_seed": 1, "budget": 512,
+            "wait_times": 0}
     rows = [
         {**keys, "problem_id": "60", "sample": 0, "gold": "204", "answer_prefix": "\nFinal Answer:", "answer": " 204",
          "thinking_tokens": 512, "answer_tokens": 3, "hit_budget": True},
@@ -203,7 +204,8 @@ def test_grade_stage_reads_option_text_in_the_order_shown(tmp_path):
     """Multiple choice: the benchmark table and each row's choice_order give the options as the
     prompt showed them, so an answer naming an option's text is graded as that option."""
     keys = {"model": "m", "variant": "dense", "benchmark": "mcq", "seed": 7, "sample_seed": 1, "budget": 512,
-            "thinking_tokens": 100, "answer_tokens": 4, "hit_budget": False, "answer_prefix": "\nFinal Answer:"}
+            "wait_times": 0, "thinking_tokens": 100, "answer_tokens": 4, "hit_budget": False,
+            "answer_prefix": "\nFinal Answer:"}
     benchmark = pd.DataFrame({"id": ["q1", "q2"], "problem": ["gas?", "particle?"], "answer": ["Nitrogen", "Electron"],
                               "choices": [["Nitrogen", "Oxygen", "Argon"], ["Electron", "Proton", "Neutron"]]})
     # q1 shown as (Argon, Nitrogen, Oxygen): gold B; q2 shown as (Proton, Neutron, Electron): gold C

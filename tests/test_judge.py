@@ -28,7 +28,7 @@ def make_inputs(tmp_path, n: int) -> tuple[Path, Path]:
     rows = []
     for i in range(n):
         key = {"model": "tiny", "variant": "dense", "benchmark": "mix", "problem_id": f"p{i}", "seed": 7,
-               "sample": 0, "sample_seed": 1, "budget": 8}
+               "sample": 0, "sample_seed": 1, "budget": 8, "wait_times": 0}
         gold = str(i) if i % 3 else f"\\frac{{{i}}}{{7}}"
         status = ["correct", "wrong", "no_answer"][i % 3]
         rows.append({**key, "gold": gold, "extracted": gold if status == "correct" else "1",
@@ -213,7 +213,7 @@ def test_table_gains_judge_accuracy_and_agreement():
         for seed in (7, 11):
             for p in range(4):
                 key = {"model": "tiny", "variant": "dense", "benchmark": benchmark, "problem_id": f"p{p}",
-                       "seed": seed, "sample": 0, "sample_seed": 0, "budget": 8}
+                       "seed": seed, "sample": 0, "sample_seed": 0, "budget": 8, "wait_times": 0}
                 correct = p < 2
                 grades.append({**key, "gold": "1", "extracted": "1", "status": "correct" if correct else "wrong",
                                "correct": correct, "thinking_tokens": 4, "answer_tokens": 2, "hit_budget": False})

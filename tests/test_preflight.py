@@ -154,3 +154,19 @@ def test_hub_model_depth_and_context_come_from_its_config_json_alone(tmp_path, m
     # a model whose config.json cannot be had: its checks are skipped, not guessed
     facts, problem = preflight.model_facts(config, "s1.1-7B", reachable=True)
     assert (facts.depth, facts.context, problem) == (None, None, None)
+
+
+def test_s1_rounds_of_the_largest_wait_setting_must_fit_the_context(tiny_model, monkeypatch):
+    """Under s1's rule every Wait round may run to the budget: the largest setting decides."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("PRUNE_TTS_ASSUME_GPU", "1")
+    config = cfg.load_yaml(ROOT / "tests" / "configs" / "random_demo.yaml")
+    config["models"]["tiny-qwen3"] = {"path": str(tiny_model), "template": "qwen3"}
+    # prompts of up to 656 tokens: 1 + 1 rounds of 1,200 tokens fit in 4,096, 1 + 2 do not
+    config["generation"].update(budgets=[1200], wait_rule="s1", vllm={"max_model_len": 4096})
+    jobs = [("generate", {"model": "tiny-qwen3", "variant": "dense", "benchmark": "math500"})]
+    for times, refused in (([0, 1], False), ([0, 2], True), (2, True)):
+        config["generation"]["wait"] = {"times": times}
+        found = "\n".join(preflight.problems(cfg.prepare(config), jobs))
+        assert ("generation.wait_rule s1 lets each of the 3 thinking rounds" in found) == refused, (times, found)
+        assert ("generation.vllm.max_model_len" in found) == refused, found

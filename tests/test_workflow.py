@@ -238,6 +238,25 @@ def test_a_smaller_budget_reuses_the_thinking(small_run):
     assert (table.loc[table.budget == 4, "mean_thinking_tokens"] <= 4).all()
 
 
+def test_wait_settings_run_side_by_side(small_run):
+    """Two Wait settings: every cell once per setting, and the per-setting pivots the rules expect."""
+    workdir, config = small_run
+    config = copy.deepcopy(config)
+    config["generation"].update(budgets=[8, 32], wait={"times": [0, 1]})
+    write_config(workdir / "waits.yaml", config)
+    snakemake(workdir, "--cores", "2", "--configfile", "waits.yaml")
+    table = pd.read_csv(workdir / "results" / "tables" / "main.csv")
+    cells = [(v, b, w) for v in config["variants"] for b in (8, 32) for w in (0, 1)]
+    assert sorted(zip(table["variant"], table["budget"], table["wait_times"])) == sorted(cells)
+    assert (table["status"] == "ok").all()
+    for budget in (8, 32):
+        for setting in (0, 1):
+            assert (workdir / "results" / "tables" / f"pivot-tiny-qwen3-{budget}-wait{setting}.md").exists()
+    generations = pd.read_parquet(workdir / "results" / "generations" / "tiny-qwen3" / "dense" / "aime24.parquet")
+    assert not generations[generations["wait_times"] == 0]["thinking"].str.contains("Wait").any()
+    assert (generations["waits"] <= generations["wait_times"]).all()
+
+
 def test_changing_a_training_setting_retrains_and_reruns_what_depends_on_the_model(demo_run):
     config = copy.deepcopy(DEMO)
     config["models"]["chain-qwen3"]["demo"]["train"]["steps"] += 1

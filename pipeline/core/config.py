@@ -325,6 +325,8 @@ def prepare(config: dict) -> dict:
     if problems:
         raise ConfigError(problems)
     _fill_variant_defaults(config)
+    wait = config["generation"]["wait"]
+    wait["times"] = wait_settings(wait["times"])
     problems = _semantic_problems(config)
     if problems:
         raise ConfigError(problems)
@@ -476,7 +478,7 @@ def _semantic_problems(config: dict) -> list[str]:
             problems.append(f"benchmarks.{name}.columns: unknown column {', '.join(map(repr, unknown))}. Allowed: "
                             "id, problem, answer, choices, correct. Fix: map only these to the source's columns")
     generation = config["generation"]
-    if generation["wait"]["times"] and not generation["wait"]["string"].strip():
+    if max(generation["wait"]["times"]) and not generation["wait"]["string"].strip():
         problems.append("generation.wait.string: empty while generation.wait.times > 0. "
                         "Fix: set a word such as \"Wait\", or times: 0")
     budget, cap, context = max(generation["budgets"]), generation["answer_max_tokens"], generation["vllm"]["max_model_len"]
@@ -529,6 +531,12 @@ def is_dense(config: dict, variant: str) -> bool:
 
 def budgets(config: dict) -> list[int]:
     return sorted(config["generation"]["budgets"])
+
+
+def wait_settings(times: int | list[int]) -> list[int]:
+    """generation.wait.times as the sorted list of Wait settings: an integer is one setting.
+    `prepare` stores this form, so the rest of the code sees a list."""
+    return [times] if isinstance(times, int) else sorted(times)
 
 
 # --------------------------------------------------------------------------- slices
@@ -614,6 +622,7 @@ def table_slice(config: dict) -> dict:
         "variants": {name: config["variants"][name] for name in config["variants"]},
         "benchmarks": list(config["benchmarks"]),
         "budgets": budgets(config),
+        "wait_times": config["generation"]["wait"]["times"],
         "seeds": config["generation"]["seeds"],
         "samples": config["generation"]["samples"],
         **config["tables"],
@@ -643,6 +652,7 @@ _STAGE_PARTS = {
     "grade": [("grader", "benchmarks.*.grader", "benchmarks.{benchmark}.grader", True),
               ("timeout_s", "grading.timeout_s", "grading.timeout_s", False), ("workers", "grading.workers", "grading.workers", False)],
     "aggregate": [("budgets", "generation.budgets", "generation.budgets", True), ("seeds", "generation.seeds", "generation.seeds", True),
+                  ("wait_times", "generation.wait.times", "generation.wait.times", False),
                   ("samples", "generation.samples", "generation.samples", False),
                   ("bootstrap", "tables.bootstrap", "tables.bootstrap", False),
                   ("confidence", "tables.confidence", "tables.confidence", False)],

@@ -231,8 +231,9 @@ def layer_problems(config: dict, model: str, facts: Facts, variants: set[str]) -
 
 
 def prompt_problem(config: dict, model: str, facts: Facts, benchmark: str) -> str | None:
-    """The longest prompt plus the largest budget against max_model_len, once the tokenizer and
-    the benchmark's problems are on disk (the generate stage checks the same with the same code)."""
+    """The longest prompt plus the largest budget (under s1's rule, every Wait round of the largest
+    Wait setting) against max_model_len, once the tokenizer and the benchmark's problems are on
+    disk (the generate stage checks the same with the same code)."""
     table = _benchmark_table(config, benchmark)
     if facts.folder is None or table is None or table.empty:
         return None
@@ -254,10 +255,14 @@ def prompt_problem(config: dict, model: str, facts: Facts, benchmark: str) -> st
     requests = [r for seed in generation["seeds"] for r in requests_for(table, bound, seed, 1)]
     try:
         bf.check_lengths(requests, bound, cfg.budgets(config), generation["answer_max_tokens"],
-                         min(generation["vllm"]["max_model_len"], facts.context or 1 << 62))
+                         min(generation["vllm"]["max_model_len"], facts.context or 1 << 62),
+                         max(generation["wait"]["times"]), generation["wait_rule"])
     except bf.LengthError as error:
         what, _, fix = str(error).rpartition("; ")
         return f"generation.vllm.max_model_len: model {model}, benchmark {benchmark}: {what or fix}. Fix: {fix}"
+    except templates.TemplateError as error:  # delimiters s1's rule cannot stop on
+        what, _, fix = str(error).rpartition("; ")
+        return f"generation.wait_rule: model {model}: {what}. Fix: {fix}"
     return None
 
 

@@ -24,6 +24,14 @@ replaying where the run under B would have stopped or waited; only the short ans
 generated per budget. This holds under both rules: under s1's, every round of the run under B is
 the same round of the longer run truncated to B tokens. Budgets whose cut is identical share one
 answer. `run_per_budget` is the reference way (one thinking run per budget), kept for comparisons.
+
+Several Wait settings (generation.wait.times: [0, 1, ...]): likewise, the run with w Waits is the
+run with more Waits up to the natural end where it would not wait (same prompt, same per-round
+seeds, same stops), so thinking is generated once with the largest setting and `cut` derives every
+smaller one, for every budget; each row records its setting (`wait_times`) beside the Waits it
+holds (`waits`). Under s1's rule this holds between settings with Wait on, but Wait off (0) stops
+thinking on text rather than on ids: setting 0 gets a run of its own there (`derivable`). Settings
+and budgets whose cuts are identical share one answer.
 """
 
 from __future__ import annotations
@@ -147,12 +155,14 @@ class Stop:
 
 @dataclass
 class Thinking:
-    """The thinking of one request under `budget`: its tokens (Wait tokens included) and the
-    points where it ended by itself (each followed by Wait, except possibly the last)."""
+    """The thinking of one request under `budget` with up to `wait_times` Waits: its tokens (Wait
+    tokens included) and the points where it ended by itself (each followed by Wait, except
+    possibly the last)."""
 
     ids: list[int]
     stops: list[Stop]
     budget: int
+    wait_times: int
 
 
 @dataclass(frozen=True)
@@ -210,7 +220,7 @@ def think(backend: Backend, bound: Bound, requests: list[Request], budget: int, 
     a Wait, whatever the total; `cut_s1` then applies the budget."""
     if rule not in RULES:
         raise ValueError(f"unknown generation.wait_rule {rule!r}; choose {' or '.join(RULES)}")
-    states = [Thinking(ids=[], stops=[], budget=budget) for _ in requests]
+    states = [Thinking(ids=[], stops=[], budget=budget, wait_times=wait_times) for _ in requests]
     active = list(range(len(requests)))
     wait = bound.wait_ids
     if rule == "s1":
@@ -252,14 +262,49 @@ def _waits(round_: int, kept: int, wait_len: int, budget: int, wait_times: int) 
     return round_ < wait_times and kept + wait_len < budget
 
 
+def derivable(generated: int, setting: int, rule: str) -> bool:
+    """Whether thinking generated with up to `generated` Waits yields the run with `setting` by a
+    cut. Fewer Waits are the same run stopped earlier, except under s1's rule across Wait off and
+    on: s1 then stops thinking on text rather than ids, and lets a round end on its first token."""
+    if rule == "s1" and (generated == 0) != (setting == 0):
+        return False
+    return setting <= generated
+
+
+def runs_needed(wait_times: list[int], rule: str) -> list[int]:
+    """The Wait settings to generate thinking with so that every setting of `wait_times` is a cut
+    of one of them: the largest, and under s1's rule 0 too when it is listed."""
+    top = max(wait_times)
+    return sorted({top if derivable(top, w, rule) else w for w in wait_times})
+
+
+def sources(wait_times: list[int], runs: dict[int, list[Thinking]], rule: str) -> dict[int, list[Thinking]] | None:
+    """Each Wait setting's thinking: a run (setting it was generated with -> thinking per request)
+    that yields it by a cut; any such run gives the same cut. None when a setting has none."""
+    out = {}
+    for setting in wait_times:
+        served = [generated for generated in sorted(runs) if derivable(generated, setting, rule)]
+        if not served:
+            return None
+        out[setting] = runs[served[0]]
+    return out
+
+
+def think_runs(backend: Backend, bound: Bound, requests: list[Request], budget: int, wait_times: list[int],
+               tally: Tally, label: str = "", rule: str = "project") -> dict[int, list[Thinking]]:
+    """The thinking runs that serve every Wait setting (`runs_needed`), by the setting each was
+    generated with."""
+    return {generated: think(backend, bound, requests, budget, generated, tally, label, rule)
+            for generated in runs_needed(wait_times, rule)}
+
+
 def cut(thinking: Thinking, budget: int, wait_len: int, wait_times: int) -> Cut:
     """What a run under `budget` (<= thinking.budget) would have produced, from the longer run.
 
     Both runs see the same tokens up to the first point where they differ: a stop that the
     smaller budget reaches decides the same way unless the Wait no longer fits; a stop that it
     does not reach means the smaller budget was spent first."""
-    if budget > thinking.budget:
-        raise ValueError(f"cannot cut thinking generated under budget {thinking.budget} to a larger budget {budget}")
+    _check_cut(thinking, budget, wait_times, "project")
     start = 0  # where the current round began in the thinking
     for round_, stop in enumerate(thinking.stops):
         if stop.kept + len(stop.tail) > budget:  # the stop token lies beyond this budget
@@ -277,13 +322,20 @@ def cut(thinking: Thinking, budget: int, wait_len: int, wait_times: int) -> Cut:
     return Cut(ids=generated[:budget], hit_budget=True, waits=round_, finish="budget")
 
 
+def _check_cut(thinking: Thinking, budget: int, wait_times: int, rule: str) -> None:
+    if budget > thinking.budget:
+        raise ValueError(f"cannot cut thinking generated under budget {thinking.budget} to a larger budget {budget}")
+    if not derivable(thinking.wait_times, wait_times, rule):
+        raise ValueError(f"cannot cut thinking generated with wait times {thinking.wait_times} to wait times "
+                         f"{wait_times} under rule {rule}")
+
+
 def cut_s1(thinking: Thinking, budget: int, bound: Bound, wait_times: int) -> Cut:
     """What s1's harness under `budget` would have produced, from a longer run under rule s1:
     each of its rounds is the same round of the longer run cut to `budget` tokens (a stop beyond
     them is a round that ran out); the rounds' total is then cut to `budget` and stripped of a
     trailing delimiter, and how the last round ended picks the answer delimiter."""
-    if budget > thinking.budget:
-        raise ValueError(f"cannot cut thinking generated under budget {thinking.budget} to a larger budget {budget}")
+    _check_cut(thinking, budget, wait_times, "s1")
     strip = s1_stops(bound, wait_times).strip
     start = 0
     for round_ in range(wait_times + 1):
@@ -319,7 +371,8 @@ def forced_after_newline_ids(bound: Bound) -> list[int]:
 
 def check_lengths(requests: list[Request], bound: Bound, budgets: list[int], answer_max_tokens: int,
                   max_model_len: int, wait_times: int = 0, rule: str = "project") -> None:
-    """Refuse, before any generation, budgets that cannot fit in the context."""
+    """Refuse, before any generation, budgets that cannot fit in the context. `wait_times`: the
+    largest Wait setting (it has the most rounds)."""
     if max(budgets) + answer_max_tokens > max_model_len:
         raise LengthError(
             f"the largest budget {max(budgets)} plus generation.answer_max_tokens {answer_max_tokens} exceeds "
@@ -349,34 +402,41 @@ def check_lengths(requests: list[Request], bound: Bound, budgets: list[int], ans
             )
 
 
-def answer(backend: Backend, bound: Bound, requests: list[Request], thinkings: list[Thinking],
-           budgets: list[int], answer_max_tokens: int, wait_times: int, tally: Tally,
+def answer(backend: Backend, bound: Bound, requests: list[Request], runs: dict[int, list[Thinking]],
+           budgets: list[int], answer_max_tokens: int, wait_times: list[int], tally: Tally,
            label: str = "", rule: str = "project") -> list[dict]:
-    """Cut every thinking to every budget and generate all answers in one batch.
-    Returns one row per (request, budget), requests outer, budgets ascending."""
+    """Cut the thinking to every Wait setting and budget and generate all answers in one batch.
+    `runs`: thinking runs by the setting each was generated with (`think_runs`). Returns one row
+    per (request, setting, budget), requests outer, then settings and budgets ascending."""
+    thinkings = sources(wait_times, runs, rule)
+    if thinkings is None:
+        raise ValueError(f"thinking generated with wait times {sorted(runs)} cannot serve wait times {wait_times} "
+                         f"under rule {rule}")
     planned, gens, index = [], [], {}
-    for request, thinking in zip(requests, thinkings):
-        for budget in sorted(budgets):
-            if rule == "s1":
-                c = cut_s1(thinking, budget, bound, wait_times)
-            else:
-                c = cut(thinking, budget, len(bound.wait_ids), wait_times)
-            prefix = forced_after_newline_ids(bound) if c.newline else bound.answer_ids(forced=c.hit_budget)
-            prompt = request.prompt_ids + tuple(c.ids) + tuple(prefix)
-            gen = Gen(prompt_ids=prompt, max_tokens=min(answer_max_tokens, backend.max_model_len - len(prompt)),
-                      seed=derive_seed("answer", request.sample_seed), stop_ids=tuple(bound.eos_ids))
-            if gen not in index:  # same thinking, same seed: the same answer
-                index[gen] = len(gens)
-                gens.append(gen)
-            planned.append((request, budget, c, prefix, index[gen]))
-    outs = tally.generate(backend, gens, f"{label}answers ({len(budgets)} budgets)")
+    for i, request in enumerate(requests):
+        for setting in sorted(wait_times):
+            for budget in sorted(budgets):
+                if rule == "s1":
+                    c = cut_s1(thinkings[setting][i], budget, bound, setting)
+                else:
+                    c = cut(thinkings[setting][i], budget, len(bound.wait_ids), setting)
+                prefix = forced_after_newline_ids(bound) if c.newline else bound.answer_ids(forced=c.hit_budget)
+                prompt = request.prompt_ids + tuple(c.ids) + tuple(prefix)
+                gen = Gen(prompt_ids=prompt, max_tokens=min(answer_max_tokens, backend.max_model_len - len(prompt)),
+                          seed=derive_seed("answer", request.sample_seed), stop_ids=tuple(bound.eos_ids))
+                if gen not in index:  # same thinking, same seed: the same answer, whatever the budget or setting
+                    index[gen] = len(gens)
+                    gens.append(gen)
+                planned.append((request, setting, budget, c, prefix, index[gen]))
+    settings = f", {len(wait_times)} Wait settings" if len(wait_times) > 1 else ""
+    outs = tally.generate(backend, gens, f"{label}answers ({len(budgets)} budgets{settings})")
     rows = []
-    for request, budget, c, prefix, k in planned:
+    for request, setting, budget, c, prefix, k in planned:
         out = outs[k]
         ids = out.ids[:-1] if out.stopped else out.ids
         rows.append({
             "problem_id": request.problem_id, "seed": request.seed, "sample": request.sample,
-            "sample_seed": request.sample_seed, "budget": budget, "gold": request.gold,
+            "sample_seed": request.sample_seed, "budget": budget, "wait_times": setting, "gold": request.gold,
             "choice_order": list(request.choice_order) if request.choice_order is not None else None,
             "prompt_tokens": len(request.prompt_ids), "thinking": bound.decode(c.ids),
             "answer_prefix": bound.decode(prefix), "answer": bound.decode(ids),
@@ -388,18 +448,20 @@ def answer(backend: Backend, bound: Bound, requests: list[Request], thinkings: l
 
 
 def run(backend: Backend, bound: Bound, requests: list[Request], budgets: list[int], answer_max_tokens: int,
-        wait_times: int, tally: Tally, rule: str = "project") -> list[dict]:
-    """Our way: thinking once at the largest budget, answers for all budgets in one batch."""
-    thinkings = think(backend, bound, requests, max(budgets), wait_times, tally, rule=rule)
-    return answer(backend, bound, requests, thinkings, budgets, answer_max_tokens, wait_times, tally, rule=rule)
+        wait_times: list[int], tally: Tally, rule: str = "project") -> list[dict]:
+    """Our way: thinking once at the largest budget (and Wait setting), answers for all budgets and
+    settings in one batch."""
+    runs = think_runs(backend, bound, requests, max(budgets), wait_times, tally, rule=rule)
+    return answer(backend, bound, requests, runs, budgets, answer_max_tokens, wait_times, tally, rule=rule)
 
 
 def run_per_budget(backend: Backend, bound: Bound, requests: list[Request], budgets: list[int],
-                   answer_max_tokens: int, wait_times: int, tally: Tally, rule: str = "project") -> list[dict]:
-    """The reference way: a separate thinking run and answer batch per budget."""
+                   answer_max_tokens: int, wait_times: list[int], tally: Tally, rule: str = "project") -> list[dict]:
+    """The reference way: a separate thinking run and answer batch per budget and Wait setting."""
     rows = []
     for budget in sorted(budgets):
-        thinkings = think(backend, bound, requests, budget, wait_times, tally, label="[per budget] ", rule=rule)
-        rows += answer(backend, bound, requests, thinkings, [budget], answer_max_tokens, wait_times, tally,
-                       label="[per budget] ", rule=rule)
+        for setting in sorted(wait_times):
+            thinking = think(backend, bound, requests, budget, setting, tally, label="[per budget] ", rule=rule)
+            rows += answer(backend, bound, requests, {setting: thinking}, [budget], answer_max_tokens, [setting],
+                           tally, label="[per budget] ", rule=rule)
     return rows

@@ -3,6 +3,9 @@ variants as rows, benchmarks as columns.
 
     results/tables/pivot-{model}-{budget}.csv   accuracy (empty where the cell is missing)
     results/tables/pivot-{model}-{budget}.md    accuracy ± std over seeds, delta vs dense
+
+With several Wait settings (generation.wait.times: [0, 1, ...]) there is one pair per model,
+budget and setting, named pivot-{model}-{budget}-wait{setting}.csv|md.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.core import config
 from pipeline.core.artifacts import atomic_path
 
 
@@ -20,9 +24,33 @@ def variant_order(spec: dict) -> list[str]:
     return sorted(spec["variants"], key=lambda name: spec["variants"][name]["method"] != "dense")
 
 
-def pivot_paths(out_dir: str | Path, model: str, budget: int) -> tuple[Path, Path]:
-    stem = Path(out_dir) / f"pivot-{model}-{budget}"
-    return stem.with_suffix(".csv"), stem.with_suffix(".md")
+def wait_settings(spec: dict) -> list[int]:
+    """The table spec's Wait settings (generation.wait.times); [0] for a spec without them."""
+    return config.wait_settings(spec.get("wait_times", 0))
+
+
+def wait_label(setting: int) -> str:
+    return f"Wait x{setting}"
+
+
+def pivot_keys(spec: dict) -> list[tuple[str, int, int | None]]:
+    """(model, budget, Wait setting) of every pivot. The setting is None when the spec has one:
+    its pivots keep the names and titles they have without Wait settings."""
+    settings = wait_settings(spec)
+    return [(model, budget, setting if len(settings) > 1 else None)
+            for model in spec["models"] for budget in spec["budgets"] for setting in settings]
+
+
+def pivot_paths(out_dir: str | Path, model: str, budget: int, setting: int | None = None) -> tuple[Path, Path]:
+    stem = f"pivot-{model}-{budget}" + (f"-wait{setting}" if setting is not None else "")
+    # not with_suffix: a model name may hold a dot (s1.1-7B)
+    return Path(out_dir) / f"{stem}.csv", Path(out_dir) / f"{stem}.md"
+
+
+def _part(table: pd.DataFrame, model: str, budget: int, setting: int | None) -> pd.DataFrame:
+    """The rows of one pivot; with `setting` None, every row (a single setting)."""
+    part = table[(table["model"] == model) & (table["budget"] == budget)]
+    return part if setting is None else part[part["wait_times"] == setting]
 
 
 def describe(row) -> str:
@@ -53,10 +81,10 @@ def labels(table: pd.DataFrame, spec: dict) -> dict[str, str]:
     return {v: text if counts[text] == 1 else f"{text} [{v}]" for v, text in described.items()}
 
 
-def pivot(table: pd.DataFrame, model: str, budget: int, spec: dict) -> pd.DataFrame:
+def pivot(table: pd.DataFrame, model: str, budget: int, spec: dict, setting: int | None = None) -> pd.DataFrame:
     """Accuracy of every variant (rows, spec order) on every benchmark (columns, spec order),
     with the mean over benchmarks when every benchmark has a value."""
-    part = table[(table["model"] == model) & (table["budget"] == budget)]
+    part = _part(table, model, budget, setting)
     wide = part.pivot(index="variant", columns="benchmark", values="accuracy")
     wide = wide.reindex(index=variant_order(spec), columns=spec["benchmarks"])
     if len(spec["benchmarks"]) > 1:
@@ -68,12 +96,13 @@ def pivot(table: pd.DataFrame, model: str, budget: int, spec: dict) -> pd.DataFr
     return wide
 
 
-def _markdown(table: pd.DataFrame, model: str, budget: int, spec: dict) -> str:
-    part = table[(table["model"] == model) & (table["budget"] == budget)]
+def _markdown(table: pd.DataFrame, model: str, budget: int, spec: dict, setting: int | None = None) -> str:
+    part = _part(table, model, budget, setting)
     names = labels(part, spec)
     part = part.set_index(["variant", "benchmark"])
     benchmarks = spec["benchmarks"]
-    lines = [f"### {model}, thinking budget {budget}", "",
+    title = f"### {model}, thinking budget {budget}" + (f", {wait_label(setting)}" if setting is not None else "")
+    lines = [title, "",
              "accuracy [bootstrap confidence interval over problems] ± std over seeds; "
              "Δ: difference to dense with its paired bootstrap interval",
              "", "| variant | " + " | ".join(benchmarks) + " |", "|---|" + "---|" * len(benchmarks)]
@@ -100,12 +129,11 @@ def _markdown(table: pd.DataFrame, model: str, budget: int, spec: dict) -> str:
 
 def write_pivots(table: pd.DataFrame, spec: dict, out_dir: str | Path) -> list[Path]:
     written = []
-    for model in spec["models"]:
-        for budget in spec["budgets"]:
-            csv_path, md_path = pivot_paths(out_dir, model, budget)
-            with atomic_path(csv_path) as tmp:
-                pivot(table, model, budget, spec).replace({np.nan: None}).to_csv(tmp)
-            with atomic_path(md_path) as tmp:
-                tmp.write_text(_markdown(table, model, budget, spec))
-            written += [csv_path, md_path]
+    for model, budget, setting in pivot_keys(spec):
+        csv_path, md_path = pivot_paths(out_dir, model, budget, setting)
+        with atomic_path(csv_path) as tmp:
+            pivot(table, model, budget, spec, setting).replace({np.nan: None}).to_csv(tmp)
+        with atomic_path(md_path) as tmp:
+            tmp.write_text(_markdown(table, model, budget, spec, setting))
+        written += [csv_path, md_path]
     return written

@@ -1,4 +1,4 @@
-"""The main results table: one row per (model, variant, benchmark, budget).
+"""The main results table: one row per (model, variant, benchmark, budget, Wait setting).
 
     python -m pipeline.stages.aggregate --grades results/grades/*/*/*.parquet \\
         [--perplexity results/perplexity/*/*.parquet] --spec JSON --out results/tables/main.csv
@@ -11,7 +11,7 @@ The spec is `config.table_slice`. Besides main.csv the stage writes the pivots o
 - ci_low, ci_high: percentile bootstrap over problems (a problem's score is its mean over seeds
   and samples) at the spec's confidence, so the interval reflects which problems were drawn;
 - delta_vs_dense, delta_ci_low, delta_ci_high: accuracy minus the same model's dense variant on
-  the same benchmark and budget, with a paired bootstrap over the problems both have;
+  the same benchmark, budget and Wait setting, with a paired bootstrap over the problems both have;
 - pass@k (unbiased: 1 - C(n-c, k) / C(n, k)) and maj@k (the expected majority-vote accuracy
   over all k-subsets of the n samples, ties broken at random; unanswered samples do not vote)
   for k = 1, 2, 4, ... and n, when a cell has n > 1 samples per problem and seed;
@@ -23,7 +23,8 @@ The spec is `config.table_slice`. Besides main.csv the stage writes the pivots o
   and judge_agreement (share of the rows it judged correct or wrong where it agrees with the
   deterministic grader).
 
-Every expected cell (models x variants x benchmarks x budgets of the spec) has a row. status is
+Every expected cell (models x variants x benchmarks x budgets x Wait settings of the spec) has a
+row; `wait_times` is the cell's Wait setting (generation.wait.times). status is
 ok, partial (some seeds, problems or samples missing; `missing` says which) or missing (no
 grades at all; the metrics are empty); the stage names every non-ok cell on stderr, and
 --strict makes it fail instead.
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import sys
 from math import comb
 from pathlib import Path
@@ -45,7 +47,7 @@ from pipeline.reporting import tables
 from pipeline.core.artifacts import atomic_path, read_table, spec_argument
 from pipeline.reporting.tables import variant_order
 
-CELL = ["model", "variant", "benchmark", "budget"]
+CELL = ["model", "variant", "benchmark", "budget", "wait_times"]
 VARIANT_FIELDS = ["method", "sparsity", "nm", "allocation", "layers"]
 
 
@@ -203,6 +205,7 @@ def with_judgements(grades: pd.DataFrame, judgements: pd.DataFrame) -> pd.DataFr
 def main_table(grades: pd.DataFrame, spec: dict, perplexity: pd.DataFrame | None = None,
                judgements: pd.DataFrame | None = None) -> pd.DataFrame:
     variants = spec["variants"]
+    settings = tables.wait_settings(spec)
     dense_name = next((name for name, v in variants.items() if v["method"] == "dense"), None)
     grades = grades.assign(problem_id=grades["problem_id"].astype(str), correct=grades["correct"].astype(bool))
     if judgements is not None:
@@ -214,21 +217,21 @@ def main_table(grades: pd.DataFrame, spec: dict, perplexity: pd.DataFrame | None
     for model in spec["models"]:
         for variant in variant_order(spec):
             vspec = variants[variant]
-            for benchmark in spec["benchmarks"]:
-                for budget in spec["budgets"]:
-                    key = (model, variant, benchmark, budget)
-                    row = dict(zip(CELL, key), **{f: vspec.get(f) for f in VARIANT_FIELDS})
-                    cell = cells.get(key)
-                    if cell is None or cell.empty:
-                        row.update(status="missing", missing="no grades for this cell")
-                    else:
-                        gaps = _gaps(cell, spec["seeds"], problems.get(benchmark, set()))
-                        row.update(status="partial" if gaps else "ok", missing=gaps or None)
-                        dense = cells.get((model, dense_name, benchmark, budget)) if dense_name else None
-                        row.update(cell_metrics(cell, dense, spec, key))
-                        if judgements is not None:
-                            row.update(judge_metrics(cell))
-                    rows.append(row)
+            for benchmark, budget, setting in itertools.product(spec["benchmarks"], spec["budgets"], settings):
+                key = (model, variant, benchmark, budget, setting)
+                row = dict(zip(CELL, key), **{f: vspec.get(f) for f in VARIANT_FIELDS})
+                cell = cells.get(key)
+                if cell is None or cell.empty:
+                    row.update(status="missing", missing="no grades for this cell")
+                else:
+                    gaps = _gaps(cell, spec["seeds"], problems.get(benchmark, set()))
+                    row.update(status="partial" if gaps else "ok", missing=gaps or None)
+                    dense = cells.get((model, dense_name, benchmark, budget, setting)) if dense_name else None
+                    # every Wait setting resamples the same problems: settings compare like for like
+                    row.update(cell_metrics(cell, dense, spec, key[:-1]))
+                    if judgements is not None:
+                        row.update(judge_metrics(cell))
+                rows.append(row)
     table = pd.DataFrame(rows)
     if perplexity is not None and not perplexity.empty:
         table = table.merge(perplexity, on=["model", "variant"], how="left")
@@ -296,8 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     table = main_table(read_grades(args.grades), spec, read_perplexity(args.perplexity) if args.perplexity else None,
                        judgements)
     incomplete = table[table["status"] != "ok"]
+    several = len(tables.wait_settings(spec)) > 1
     for row in incomplete.itertuples():
-        print(f"{row.status}: {row.model} / {row.variant} / {row.benchmark} / budget {row.budget}: {row.missing}",
+        wait = f" / {tables.wait_label(row.wait_times)}" if several else ""
+        print(f"{row.status}: {row.model} / {row.variant} / {row.benchmark} / budget {row.budget}{wait}: {row.missing}",
               file=sys.stderr)
     if args.strict and not incomplete.empty:
         print(f"error: {len(incomplete)} of {len(table)} cells are not complete (--strict)", file=sys.stderr)

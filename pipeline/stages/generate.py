@@ -3,16 +3,18 @@
     python -m pipeline.stages.generate --model results/models/M/model.json (or a checkpoint folder) \\
         --benchmark results/data/B.parquet --spec JSON --out results/generations/M/V/B.parquet
 
-One job covers every seed, parallel sample and budget with one engine start. Per seed, thinking
-is generated once at the largest budget and every budget's answer is generated from it in one
-batch (pipeline/generation/budget_forcing.py). Finished work is kept beside the output:
+One job covers every seed, parallel sample, budget and Wait setting with one engine start. Per
+seed, thinking is generated once at the largest budget and Wait setting, and every budget's and
+setting's answer is generated from it in one batch (pipeline/generation/budget_forcing.py).
+Finished work is kept beside the output:
 
-    OUT.shards/thinking-seed-S.parquet   thinking token ids at the largest budget
+    OUT.shards/thinking-seed-S.parquet   thinking token ids at the largest budget, per Wait run
     OUT.shards/seed-S.parquet            the finished rows of seed S
 
-A killed job, restarted, regenerates only unfinished seeds; a changed budget list or answer
-cap reuses the thinking (a smaller budget costs only its answers). Shards are keyed by the
-config slice, the model's files and the benchmark's content, so stale ones are never reused.
+A killed job, restarted, regenerates only unfinished seeds; a changed budget list, answer cap or
+smaller Wait setting reuses the thinking (a smaller budget or setting costs only its answers).
+Shards are keyed by the config slice, the model's files and the benchmark's content, so stale
+ones are never reused; cached thinking serves only budgets and Wait settings it yields exactly.
 """
 
 from __future__ import annotations
@@ -82,9 +84,11 @@ class Shards:
     def __init__(self, out: Path, spec: dict, inputs: dict):
         self.folder = Path(f"{out}.shards")
         generation = {k: v for k, v in spec["generation"].items() if k != "seeds"}
-        # answers depend on everything; thinking on everything but the budgets and the answer cap
+        # answers depend on everything; thinking on everything but the budgets, the answer cap and
+        # the Wait settings (the cache records its budget and settings, checked when it is read)
         self.rows_key = spec_hash({**spec, "generation": generation, "inputs": inputs})
         thinking = {k: v for k, v in generation.items() if k not in ("budgets", "answer_max_tokens")}
+        thinking["wait"] = {k: v for k, v in generation["wait"].items() if k != "times"}
         self.thinking_key = spec_hash({**spec, "generation": thinking, "inputs": inputs})
 
     def rows_path(self, seed: int) -> Path:
@@ -109,33 +113,43 @@ class Shards:
     def save_rows(self, seed: int, rows: pd.DataFrame, spec: dict) -> None:
         write_table(rows, self.rows_path(seed), spec=spec, seed=seed, shard_key=self.rows_key)
 
-    def load_thinking(self, seed: int, budget: int, requests: list[bf.Request]) -> list[bf.Thinking] | None:
-        """The cached thinking of `requests` if it was generated under a budget >= `budget`."""
+    def load_thinking(self, seed: int, budget: int, wait_times: list[int], rule: str,
+                      requests: list[bf.Request]) -> dict[int, list[bf.Thinking]] | None:
+        """The cached thinking runs of `requests` (by the Wait setting each was generated with) if
+        they were generated under a budget >= `budget` and yield every setting of `wait_times`."""
         info = self._matches(self.thinking_path(seed), self.thinking_key)
         if info is None or info.get("budget", 0) < budget:
             return None
         table = read_table(self.thinking_path(seed))
-        by_key = {(r.problem_id, r.sample): r for r in table.itertuples()}
-        if set(by_key) != {(r.problem_id, r.sample) for r in requests}:
-            return None
-        out = []
-        for request in requests:
-            r = by_key[(request.problem_id, request.sample)]
-            stops = [bf.Stop(int(k), tuple(int(t) for t in tail), str(kind))
-                     for k, tail, kind in zip(r.stop_kept, r.stop_tails, r.stop_kinds)]
-            out.append(bf.Thinking(ids=[int(t) for t in r.ids], stops=stops, budget=int(r.budget)))
-        return out
+        wanted = {(r.problem_id, r.sample) for r in requests}
+        runs = {}
+        for generated, part in table.groupby("wait_times"):
+            by_key = {(r.problem_id, r.sample): r for r in part.itertuples()}
+            if set(by_key) != wanted:
+                return None
+            runs[int(generated)] = [_thinking(by_key[(r.problem_id, r.sample)]) for r in requests]
+        return runs if bf.sources(wait_times, runs, rule) is not None else None
 
-    def save_thinking(self, seed: int, requests: list[bf.Request], thinkings: list[bf.Thinking], spec: dict) -> None:
+    def save_thinking(self, seed: int, requests: list[bf.Request], runs: dict[int, list[bf.Thinking]],
+                      spec: dict) -> None:
+        pairs = [(r, t) for thinkings in runs.values() for r, t in zip(requests, thinkings)]
         table = pd.DataFrame({
-            "problem_id": [r.problem_id for r in requests], "sample": [r.sample for r in requests],
-            "sample_seed": [r.sample_seed for r in requests], "budget": [t.budget for t in thinkings],
-            "ids": [t.ids for t in thinkings], "stop_kept": [[s.kept for s in t.stops] for t in thinkings],
-            "stop_tails": [[list(s.tail) for s in t.stops] for t in thinkings],
-            "stop_kinds": [[s.kind for s in t.stops] for t in thinkings],
+            "problem_id": [r.problem_id for r, _ in pairs], "sample": [r.sample for r, _ in pairs],
+            "sample_seed": [r.sample_seed for r, _ in pairs], "budget": [t.budget for _, t in pairs],
+            "wait_times": [t.wait_times for _, t in pairs], "ids": [t.ids for _, t in pairs],
+            "stop_kept": [[s.kept for s in t.stops] for _, t in pairs],
+            "stop_tails": [[list(s.tail) for s in t.stops] for _, t in pairs],
+            "stop_kinds": [[s.kind for s in t.stops] for _, t in pairs],
         })
         write_table(table, self.thinking_path(seed), spec=spec, seed=seed, shard_key=self.thinking_key,
-                    budget=max(t.budget for t in thinkings))
+                    budget=min(t.budget for _, t in pairs))
+
+
+def _thinking(row) -> bf.Thinking:
+    stops = [bf.Stop(int(k), tuple(int(t) for t in tail), str(kind))
+             for k, tail, kind in zip(row.stop_kept, row.stop_tails, row.stop_kinds)]
+    return bf.Thinking(ids=[int(t) for t in row.ids], stops=stops, budget=int(row.budget),
+                       wait_times=int(row.wait_times))
 
 
 # --------------------------------------------------------------------------- the job
@@ -162,9 +176,9 @@ def run(spec: dict, model: str | Path, benchmark: str | Path, out: str | Path, b
     max_model_len = generation["vllm"]["max_model_len"]
     if backend is not None:
         max_model_len = min(max_model_len, backend.max_model_len)
-    wait_times, rule = generation["wait"]["times"], generation.get("wait_rule", "project")
+    wait_times, rule = config.wait_settings(generation["wait"]["times"]), generation.get("wait_rule", "project")
     bf.check_lengths([r for rs in requests.values() for r in rs], bound, budgets, generation["answer_max_tokens"],
-                     max_model_len, wait_times, rule)
+                     max_model_len, max(wait_times), rule)
     if backend is None:
         check_backend(spec)
 
@@ -180,14 +194,15 @@ def run(spec: dict, model: str | Path, benchmark: str | Path, out: str | Path, b
         if backend is None:
             log(f"starting the {generation['backend']} backend on {folder}")
             backend = open_backend(spec, folder)
-        thinkings = shards.load_thinking(seed, budgets[-1], seed_requests)
-        if thinkings is None:
-            thinkings = bf.think(backend, bound, seed_requests, budgets[-1], wait_times, tally, label=f"seed {seed} ",
+        runs = shards.load_thinking(seed, budgets[-1], wait_times, rule, seed_requests)
+        if runs is None:
+            runs = bf.think_runs(backend, bound, seed_requests, budgets[-1], wait_times, tally, label=f"seed {seed} ",
                                  rule=rule)
-            shards.save_thinking(seed, seed_requests, thinkings, spec)
+            shards.save_thinking(seed, seed_requests, runs, spec)
         else:
-            log(f"seed {seed}: cached thinking (budget {thinkings[0].budget}) reused; generating answers only")
-        answers = bf.answer(backend, bound, seed_requests, thinkings, budgets, generation["answer_max_tokens"],
+            budget = min(thinking[0].budget for thinking in runs.values())
+            log(f"seed {seed}: cached thinking (budget {budget}) reused; generating answers only")
+        answers = bf.answer(backend, bound, seed_requests, runs, budgets, generation["answer_max_tokens"],
                             wait_times, tally, label=f"seed {seed} ", rule=rule)
         rows = _table(answers, spec, bound, backend)
         shards.save_rows(seed, rows, spec)
@@ -214,10 +229,10 @@ def _table(answers: list[dict], spec: dict, bound: templates.Bound, backend) -> 
 
 
 COLUMNS = [
-    "model", "variant", "benchmark", "problem_id", "seed", "sample", "sample_seed", "budget", "gold", "choice_order",
-    "prompt_tokens", "thinking", "answer_prefix", "answer", "thinking_tokens", "answer_tokens", "hit_budget", "waits",
-    "think_finish", "answer_finish", "template", "backend", "engine_version", "temperature", "top_p", "top_k",
-    "min_p", "delimiters",
+    "model", "variant", "benchmark", "problem_id", "seed", "sample", "sample_seed", "budget", "wait_times", "gold",
+    "choice_order", "prompt_tokens", "thinking", "answer_prefix", "answer", "thinking_tokens", "answer_tokens",
+    "hit_budget", "waits", "think_finish", "answer_finish", "template", "backend", "engine_version", "temperature",
+    "top_p", "top_k", "min_p", "delimiters",
 ]
 
 

@@ -27,7 +27,7 @@ from pipeline.core import config
 from pipeline.core.artifacts import read_table, spec_argument, write_table
 from pipeline.grading.answers import available_cores, grade_many
 
-KEYS = ["model", "variant", "benchmark", "problem_id", "seed", "sample", "sample_seed", "budget"]
+KEYS = ["model", "variant", "benchmark", "problem_id", "seed", "sample", "sample_seed", "budget", "wait_times"]
 CARRIED = ["thinking_tokens", "answer_tokens", "hit_budget"]
 # special tokens (<|im_start|>answer) and thinking tags
 _SPECIAL = re.compile(r"<\|[^|>]*\|>\w*|</?think>")

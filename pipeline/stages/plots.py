@@ -4,9 +4,12 @@
 
 Per model (the spec is `config.table_slice`):
     accuracy_vs_budget-{model}.{png,svg}    one panel per benchmark; a line per variant with
-                                            its bootstrap interval (sequential test-time scaling)
-    accuracy_vs_sparsity-{model}.{png,svg}  at the largest budget: a line per unstructured
-                                            method and allocation, from dense at sparsity 0
+                                            its bootstrap interval (sequential test-time scaling);
+                                            with several Wait settings, a line per variant and
+                                            setting, one line style per setting
+    accuracy_vs_sparsity-{model}.{png,svg}  at the largest budget (and the smallest Wait
+                                            setting): a line per unstructured method and
+                                            allocation, from dense at sparsity 0
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pipeline.core.artifacts import atomic_path, spec_argument  # noqa: E402
-from pipeline.reporting.tables import labels, variant_order  # noqa: E402
+from pipeline.reporting.tables import labels, variant_order, wait_label, wait_settings  # noqa: E402
 
 FORMATS = ("png", "svg")
 # 20 colours and 7 markers: with 7 prime to 20, no two of the first 140 lines share both
 PALETTE = [plt.get_cmap("tab20")(i) for i in (0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19)]
 MARKERS = ["s", "^", "D", "v", "P", "X", "<"]
+# one per Wait setting, solid for the first (the smallest)
+LINESTYLES = ["-", "--", ":", "-."]
 # reproducible SVGs: no timestamp, fixed element ids
 matplotlib.rcParams["svg.hashsalt"] = "prune-tts"
 
@@ -45,7 +50,7 @@ def _panels(benchmarks: list[str]):
 
 def _save(fig, stem: Path) -> None:
     for fmt in FORMATS:
-        with atomic_path(stem.with_suffix(f".{fmt}")) as tmp:
+        with atomic_path(Path(f"{stem}.{fmt}")) as tmp:  # not with_suffix: a model name may hold a dot
             fig.savefig(tmp, format=fmt, dpi=150, metadata={"Date": None} if fmt == "svg" else None)
     plt.close(fig)
 
@@ -76,12 +81,19 @@ def accuracy_vs_budget(table: pd.DataFrame, model: str, spec: dict, out_dir: Pat
     order = variant_order(spec)
     names = labels(part, spec)
     styles = line_styles(order, {v for v in order if spec["variants"][v]["method"] == "dense"})
+    settings = wait_settings(spec)
     for benchmark, ax in axes.items():
         for variant in order:
-            line = part[(part["benchmark"] == benchmark) & (part["variant"] == variant)].sort_values("budget")
-            if line.empty:
-                continue
-            _draw(ax, line["budget"], line, names[variant], styles[variant])
+            for index, setting in enumerate(settings):
+                line = part[(part["benchmark"] == benchmark) & (part["variant"] == variant)
+                            & (part["wait_times"] == setting)].sort_values("budget")
+                if line.empty:
+                    continue
+                label, style = names[variant], styles[variant]
+                if len(settings) > 1:  # a variant keeps its colour and marker; the setting picks the line style
+                    label = f"{label}, {wait_label(setting)}"
+                    style = {**style, "linestyle": LINESTYLES[index % len(LINESTYLES)]}
+                _draw(ax, line["budget"], line, label, style)
         ax.set_xscale("log", base=2)
         ax.set_xticks(spec["budgets"], [str(b) for b in spec["budgets"]])
         _style(ax, benchmark, "thinking budget (tokens)")
@@ -106,8 +118,11 @@ def _finish(fig, axes: dict, title: str, path: Path) -> None:
 
 def accuracy_vs_sparsity(table: pd.DataFrame, model: str, spec: dict, out_dir: Path) -> None:
     budget = max(spec["budgets"])
+    settings = wait_settings(spec)
     fig, axes = _panels(spec["benchmarks"])
-    part = table[(table["model"] == model) & (table["budget"] == budget) & (table["status"] != "missing")]
+    # the smallest Wait setting: plain budget forcing when 0 is listed
+    part = table[(table["model"] == model) & (table["budget"] == budget) & (table["wait_times"] == settings[0])
+                 & (table["status"] != "missing")]
     dense = part[part["method"] == "dense"]
     unstructured = part[part["sparsity"].notna() & (part["method"] != "dense")]
     families = unstructured[["method", "allocation"]].drop_duplicates().itertuples(index=False)
@@ -127,7 +142,8 @@ def accuracy_vs_sparsity(table: pd.DataFrame, model: str, spec: dict, out_dir: P
         if not families:
             ax.text(0.5, 0.5, "no unstructured variants", transform=ax.transAxes, ha="center", alpha=0.6)
         _style(ax, benchmark, "sparsity")
-    _finish(fig, axes, f"{model}: accuracy vs sparsity (thinking budget {budget})",
+    wait = f", {wait_label(settings[0])}" if len(settings) > 1 else ""
+    _finish(fig, axes, f"{model}: accuracy vs sparsity (thinking budget {budget}{wait})",
             out_dir / f"accuracy_vs_sparsity-{model}")
 
 
