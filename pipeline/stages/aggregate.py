@@ -121,17 +121,18 @@ def _vote_key(text) -> str:
 
 def sample_metrics(cell: pd.DataFrame) -> dict[str, float]:
     """pass@k and maj@k averaged over (problem, seed) groups of n samples each."""
-    groups = list(cell.groupby(["problem_id", "seed"], sort=False))
-    n = min(len(g) for _, g in groups)
+    keys = ["problem_id", "seed"]
+    n = int(cell.groupby(keys, sort=False).size().min())
+    cell = cell.groupby(keys, sort=False).head(n)
+    right = cell.groupby(keys, sort=False)["correct"].sum()
+    # answered but wrong: groups of identical answers (they split the vote); the rest do not vote
+    wrong = cell[~cell["correct"] & cell["status"].eq("wrong")]
+    votes = wrong.assign(vote=wrong["extracted"].map(_vote_key)).groupby([*keys, "vote"], sort=False).size()
+    wrong_groups: dict[tuple, list[int]] = {key: [] for key in right.index}
+    for (problem, seed, _), count in votes.items():
+        wrong_groups[(problem, seed)].append(int(count))
+    per_group = [(int(c), wrong_groups[key], n - int(c) - sum(wrong_groups[key])) for key, c in right.items()]
     out = {}
-    per_group = []
-    for _, g in groups:
-        g = g.head(n)
-        right = int(g["correct"].sum())
-        answered_wrong = g[~g["correct"] & g["status"].eq("wrong")]
-        wrong_groups = answered_wrong["extracted"].map(_vote_key).value_counts().tolist()
-        unanswered = n - right - sum(wrong_groups)
-        per_group.append((right, wrong_groups, unanswered))
     for k in ks_for(n):
         out[f"pass@{k}"] = float(np.mean([pass_at_k(n, c, k) for c, _, _ in per_group]))
         out[f"maj@{k}"] = float(np.mean([maj_at_k(c, w, u, k) for c, w, u in per_group]))
