@@ -22,6 +22,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pipeline.core.artifacts import atomic_path, spec_argument  # noqa: E402
@@ -89,15 +90,16 @@ def accuracy_vs_budget(table: pd.DataFrame, model: str, spec: dict, out_dir: Pat
                             & (part["wait_times"] == setting)].sort_values("budget")
                 if line.empty:
                     continue
-                label, style = names[variant], styles[variant]
-                if len(settings) > 1:  # a variant keeps its colour and marker; the setting picks the line style
-                    label = f"{label}, {wait_label(setting)}"
-                    style = {**style, "linestyle": LINESTYLES[index % len(LINESTYLES)]}
-                _draw(ax, line["budget"], line, label, style)
+                # a variant keeps its colour and marker; the setting picks the line style, named
+                # once in the legend rather than beside every variant
+                style = {**styles[variant], "linestyle": LINESTYLES[index % len(LINESTYLES)]}
+                _draw(ax, line["budget"], line, names[variant] if index == 0 else "_nolegend_", style)
         ax.set_xscale("log", base=2)
         ax.set_xticks(spec["budgets"], [str(b) for b in spec["budgets"]])
         _style(ax, benchmark, "thinking budget (tokens)")
-    _finish(fig, axes, f"{model}: accuracy vs thinking budget", out_dir / f"accuracy_vs_budget-{model}")
+    keys = [Line2D([], [], color="grey", linestyle=LINESTYLES[i % len(LINESTYLES)], label=wait_label(setting))
+            for i, setting in enumerate(settings)] if len(settings) > 1 else []
+    _finish(fig, axes, f"{model}: accuracy vs thinking budget", out_dir / f"accuracy_vs_budget-{model}", keys)
 
 
 def _style(ax, benchmark: str, xlabel: str) -> None:
@@ -108,8 +110,9 @@ def _style(ax, benchmark: str, xlabel: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def _finish(fig, axes: dict, title: str, path: Path) -> None:
+def _finish(fig, axes: dict, title: str, path: Path, keys: list | None = None) -> None:
     handles, labels = next(iter(axes.values())).get_legend_handles_labels()
+    handles, labels = handles + (keys or []), labels + [key.get_label() for key in keys or []]
     if handles:
         fig.legend(handles, labels, loc="outside right upper", fontsize="small")
     fig.suptitle(title)
