@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.core.artifacts import write_table
 from pipeline.reporting import tables
+from pipeline.reporting.plots import plot_paths
 from pipeline.stages import aggregate, plots
 from pipeline.stages.aggregate import main_table
 
@@ -204,7 +205,7 @@ def test_wait_settings_are_cells_side_by_side_with_their_own_pivots_and_lines(tm
         p.name for key in tables.pivot_keys(spec) for p in tables.pivot_paths(out.parent, *key))
     # one line per variant and setting: the variant's colour and marker, a line style per setting
     plots.main(["--table", str(out), "--spec", json.dumps(spec), "--out-dir", str(tmp_path / "plots")])
-    for path in plots.plot_paths(tmp_path / "plots", "s1.1-7B"):
+    for path in plot_paths(tmp_path / "plots", "s1.1-7B"):
         assert path.stat().st_size > 1000
     svg = (tmp_path / "plots" / "accuracy_vs_budget-s1.1-7B.svg").read_text()
     # the legend names each variant once and each setting's line style once
@@ -236,7 +237,7 @@ def test_plots_are_written(tmp_path):
     main_table(synthetic(problems=10), SPEC).to_csv(table_path, index=False)
     args = ["--table", str(table_path), "--spec", json.dumps(SPEC), "--out-dir", str(tmp_path / "plots")]
     assert plots.main(args) == 0
-    for path in plots.plot_paths(tmp_path / "plots", "tiny"):
+    for path in plot_paths(tmp_path / "plots", "tiny"):
         assert path.stat().st_size > 1000
 
 
@@ -259,7 +260,7 @@ def test_variant_labels_are_unique_and_name_nm_patterns():
 
 
 def test_every_line_has_its_own_colour_and_marker():
-    from pipeline.stages.plots import line_styles
+    from pipeline.reporting.plots import line_styles
 
     names = [f"v{i}" for i in range(40)]
     styles = line_styles(["dense", *names], {"dense"})

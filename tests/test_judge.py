@@ -19,7 +19,7 @@ import pytest
 from pipeline.core.artifacts import read_table, write_table
 from pipeline.grading import judge
 from pipeline.stages import judge as judge_stage
-from pipeline.stages.grade import KEYS
+from pipeline.grading.answers import KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -108,6 +108,15 @@ def test_libraries_never_import_a_stage():
     assert not wrong, "\n".join(wrong)
 
 
+def test_no_stage_imports_another_stage():
+    """What two stages share is a library's: a stage's module is its rule's entry point only."""
+    graph = import_graph()
+    wrong = [f"{module} imports {target}" for module, targets in sorted(graph.items())
+             if module.startswith("pipeline.stages.") for target in sorted(targets)
+             if target.startswith("pipeline.stages.") and target != module]
+    assert not wrong, "\n".join(wrong)
+
+
 def _rule_files() -> list[Path]:
     """rules/*.smk in the order the Snakefile includes them (then any it does not)."""
     included = [ROOT / name for name in re.findall(r'^include: "(rules/\w+\.smk)"', (ROOT / "Snakefile").read_text(),

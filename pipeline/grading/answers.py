@@ -64,6 +64,18 @@ MAX_STATEMENTS = 100
 KILL_GRACE_S = 0.5
 
 
+# the columns that identify a graded row (one generated answer): the generations' keys
+KEYS = ["model", "variant", "benchmark", "problem_id", "seed", "sample", "sample_seed", "budget", "wait_times"]
+# special tokens (<|im_start|>answer) and thinking tags
+_SPECIAL = re.compile(r"<\|[^|>]*\|>\w*|</?think>")
+
+
+def prefix_tail(prefix: str) -> str:
+    """The words a template put right before the answer ("Final Answer:"), without its special
+    tokens and line breaks, which are not part of what the model answered."""
+    return _SPECIAL.sub("", prefix).rsplit("\n", 1)[-1]
+
+
 @dataclass(frozen=True)
 class Verdict:
     status: str

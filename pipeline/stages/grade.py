@@ -17,7 +17,6 @@ hit_budget.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 
@@ -25,19 +24,10 @@ import pandas as pd
 
 from pipeline.core import config
 from pipeline.core.artifacts import read_table, spec_argument, write_table
-from pipeline.grading.answers import available_cores, grade_many
+from pipeline.grading.answers import KEYS, available_cores, grade_many, prefix_tail
 
-KEYS = ["model", "variant", "benchmark", "problem_id", "seed", "sample", "sample_seed", "budget", "wait_times"]
 CARRIED = ["thinking_tokens", "answer_tokens", "hit_budget"]
-# special tokens (<|im_start|>answer) and thinking tags
-_SPECIAL = re.compile(r"<\|[^|>]*\|>\w*|</?think>")
 REQUIRED = KEYS + ["gold", "answer"] + CARRIED
-
-
-def prefix_tail(prefix: str) -> str:
-    """The words a template put right before the answer ("Final Answer:"), without its special
-    tokens and line breaks, which are not part of what the model answered."""
-    return _SPECIAL.sub("", prefix).rsplit("\n", 1)[-1]
 
 
 def shown_choices(generations: pd.DataFrame, benchmark: pd.DataFrame) -> list[list[str] | None]:

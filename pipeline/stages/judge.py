@@ -22,10 +22,9 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.core.artifacts import read_table, spec_argument, write_table
+from pipeline.grading.answers import KEYS, prefix_tail
 from pipeline.grading.judge import (Cache, Client, JudgeError, api_key, cache_key, judge_rows, log, prompt_for,
                                     serve_local, stop_local, to_ask, verdict_of)
-# the grade keys and the answer segment's prefix live in the grade stage's module
-from pipeline.stages.grade import KEYS, prefix_tail
 
 
 def segments(generations: pd.DataFrame) -> pd.Series:

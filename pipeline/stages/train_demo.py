@@ -181,7 +181,7 @@ def main(argv=None) -> None:
         history = pd.DataFrame(train(spec, partial, progress=lambda line: print(line, flush=True)))
         write_table(history, Path(partial) / "training.parquet", spec=spec, seed=spec["demo"]["train"].get("seed"))
     if args.plot:
-        from pipeline.stages.plots import training_loss
+        from pipeline.reporting.plots import training_loss
 
         training_loss(history, spec.get("name", out.parent.name), args.plot)
     print(f"trained: {out}", file=sys.stderr)

@@ -1,0 +1,164 @@
+"""Figures of the main table and of the demo's training, as PNG and SVG (the plots stage,
+pipeline.stages.plots, draws the table's).
+
+Per model (the spec is `config.table_slice`):
+    accuracy_vs_budget-{model}.{png,svg}    one panel per benchmark; a line per variant with
+                                            its bootstrap interval (sequential test-time scaling);
+                                            with several Wait settings, a line per variant and
+                                            setting, one line style per setting
+    accuracy_vs_sparsity-{model}.{png,svg}  at the largest budget (and the smallest Wait
+                                            setting): a line per unstructured method and
+                                            allocation, from dense at sparsity 0
+    training_loss-{model}.{png,svg}         the demo model's loss per step (rule train_demo)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from pipeline.core.artifacts import atomic_path  # noqa: E402
+from pipeline.reporting.tables import labels, variant_order, wait_label, wait_settings  # noqa: E402
+
+FORMATS = ("png", "svg")
+# 20 colours and 7 markers: with 7 prime to 20, no two of the first 140 lines share both
+PALETTE = [plt.get_cmap("tab20")(i) for i in (0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19)]
+MARKERS = ["s", "^", "D", "v", "P", "X", "<"]
+# one per Wait setting, solid for the first (the smallest)
+LINESTYLES = ["-", "--", ":", "-."]
+# reproducible SVGs: no timestamp, fixed element ids
+matplotlib.rcParams["svg.hashsalt"] = "prune-tts"
+
+
+def plot_paths(out_dir: str | Path, model: str) -> list[Path]:
+    return [Path(out_dir) / f"{kind}-{model}.{fmt}" for kind in ("accuracy_vs_budget", "accuracy_vs_sparsity")
+            for fmt in FORMATS]
+
+
+def _panels(benchmarks: list[str]):
+    fig, axes = plt.subplots(1, len(benchmarks), figsize=(4.2 * len(benchmarks), 3.6), squeeze=False,
+                             sharey=False, layout="constrained")
+    return fig, dict(zip(benchmarks, axes[0]))
+
+
+def _save(fig, stem: Path) -> None:
+    for fmt in FORMATS:
+        with atomic_path(Path(f"{stem}.{fmt}")) as tmp:  # not with_suffix: a model name may hold a dot
+            fig.savefig(tmp, format=fmt, dpi=150, metadata={"Date": None} if fmt == "svg" else None)
+    plt.close(fig)
+
+
+def line_styles(names: list[str], dense: set[str]) -> dict[str, dict]:
+    """One look per line, the same in every panel: dense black, thick and on top; every other
+    line its own pair of colour and marker."""
+    styles, index = {}, 0
+    for name in names:
+        if name in dense:
+            styles[name] = {"color": "black", "marker": "o", "linewidth": 2.6, "zorder": 5}
+        else:
+            styles[name] = {"color": PALETTE[index % len(PALETTE)], "marker": MARKERS[index % len(MARKERS)],
+                            "linewidth": 1.3, "zorder": 3}
+            index += 1
+    return styles
+
+
+def _draw(ax, x, line: pd.DataFrame, label: str, style: dict) -> None:
+    ax.plot(x, line["accuracy"], label=label, markersize=5, **style)
+    ax.fill_between(x, line["ci_low"], line["ci_high"], color=style["color"], alpha=0.12, linewidth=0,
+                    zorder=style["zorder"] - 1)
+
+
+def accuracy_vs_budget(table: pd.DataFrame, model: str, spec: dict, out_dir: Path) -> None:
+    fig, axes = _panels(spec["benchmarks"])
+    part = table[(table["model"] == model) & (table["status"] != "missing")]
+    order = variant_order(spec)
+    names = labels(part, spec)
+    styles = line_styles(order, {v for v in order if spec["variants"][v]["method"] == "dense"})
+    settings = wait_settings(spec)
+    for benchmark, ax in axes.items():
+        for variant in order:
+            for index, setting in enumerate(settings):
+                line = part[(part["benchmark"] == benchmark) & (part["variant"] == variant)
+                            & (part["wait_times"] == setting)].sort_values("budget")
+                if line.empty:
+                    continue
+                # a variant keeps its colour and marker; the setting picks the line style, named
+                # once in the legend rather than beside every variant
+                style = {**styles[variant], "linestyle": LINESTYLES[index % len(LINESTYLES)]}
+                _draw(ax, line["budget"], line, names[variant] if index == 0 else "_nolegend_", style)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(spec["budgets"], [str(b) for b in spec["budgets"]])
+        _style(ax, benchmark, "thinking budget (tokens)")
+    keys = [Line2D([], [], color="grey", linestyle=LINESTYLES[i % len(LINESTYLES)], label=wait_label(setting))
+            for i, setting in enumerate(settings)] if len(settings) > 1 else []
+    _finish(fig, axes, f"{model}: accuracy vs thinking budget", out_dir / f"accuracy_vs_budget-{model}", keys)
+
+
+def _style(ax, benchmark: str, xlabel: str) -> None:
+    ax.set_title(benchmark)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)  # accuracy is a fraction: a fixed axis keeps panels comparable
+    ax.grid(alpha=0.3)
+
+
+def _finish(fig, axes: dict, title: str, path: Path, keys: list | None = None) -> None:
+    handles, labels = next(iter(axes.values())).get_legend_handles_labels()
+    handles, labels = handles + (keys or []), labels + [key.get_label() for key in keys or []]
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize="small")
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def accuracy_vs_sparsity(table: pd.DataFrame, model: str, spec: dict, out_dir: Path) -> None:
+    budget = max(spec["budgets"])
+    settings = wait_settings(spec)
+    fig, axes = _panels(spec["benchmarks"])
+    # the smallest Wait setting: plain budget forcing when 0 is listed
+    part = table[(table["model"] == model) & (table["budget"] == budget) & (table["wait_times"] == settings[0])
+                 & (table["status"] != "missing")]
+    dense = part[part["method"] == "dense"]
+    unstructured = part[part["sparsity"].notna() & (part["method"] != "dense")]
+    families = unstructured[["method", "allocation"]].drop_duplicates().itertuples(index=False)
+    families = list(families)
+    styles = line_styles([f"{method} ({allocation})" for method, allocation in families], set())
+    for benchmark, ax in axes.items():
+        base = dense[dense["benchmark"] == benchmark].head(1)
+        for method, allocation in families:
+            line = unstructured[(unstructured["benchmark"] == benchmark) & (unstructured["method"] == method)
+                                & (unstructured["allocation"] == allocation)]
+            line = pd.concat([base.assign(sparsity=0.0), line]).sort_values("sparsity")
+            name = f"{method} ({allocation})"
+            _draw(ax, line["sparsity"], line, name, styles[name])
+        if not base.empty:
+            ax.plot([0.0], base["accuracy"], marker="o", color="black", markersize=8, linestyle="none",
+                    label="dense", zorder=6)
+        if not families:
+            ax.text(0.5, 0.5, "no unstructured variants", transform=ax.transAxes, ha="center", alpha=0.6)
+        _style(ax, benchmark, "sparsity")
+    wait = f", {wait_label(settings[0])}" if len(settings) > 1 else ""
+    _finish(fig, axes, f"{model}: accuracy vs sparsity (thinking budget {budget}{wait})",
+            out_dir / f"accuracy_vs_sparsity-{model}")
+
+
+def training_loss(history: pd.DataFrame, model: str, stem: str | Path) -> None:
+    """The demo model's training loss per step (log scale), with a running mean."""
+    fig, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")
+    ax.plot(history["step"], history["loss"], color=PALETTE[0], alpha=0.35, linewidth=0.8, label="batch loss")
+    smooth = history["loss"].rolling(25, min_periods=1).mean()
+    ax.plot(history["step"], smooth, color=PALETTE[0], linewidth=2, label="running mean (25 steps)")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss per predicted token")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    seconds = history["seconds"].iloc[-1]
+    ax.set_title(f"{model}: training ({int(history['tokens'].iloc[-1]):,} tokens, {seconds:.0f} s)")
+    _save(fig, Path(stem))
