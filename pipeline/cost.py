@@ -1,6 +1,6 @@
 """What the configured grid costs before it runs: jobs, GPU-hours and disk per stage.
 
-    python -m pipeline.cost [--configfile config/config.yaml ...] [--figures FILE.json] [--out results/cost.md]
+    python -m pipeline.cost [--configfile config/config.yaml ...] [--gpus N] [--figures FILE.json] [--out results/cost.md]
 
 Counts the jobs each rule will run for the whole grid (as `snakemake -n` does on an empty
 results/ folder) and estimates GPU-hours and disk from per-token and per-parameter figures
@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from pipeline.core import config as cfg
+from pipeline.core import gpus as gpu_devices
 from pipeline.generation import budget_forcing as bf
 
 # name -> (value, unit, source). Per-GPU throughputs are for bfloat16 weights.
@@ -235,6 +236,8 @@ def estimate(config: dict, figs: dict[str, dict]) -> dict:
     shapes = {model: model_shape(config, model) for model in config["models"]}
     tp = config["generation"]["vllm"]["tensor_parallel_size"]
     rows = {rule: {"jobs": len(js), "gpu_h": 0.0, "gpu_h_bound": 0.0, "disk": 0.0} for rule, js in listed.items()}
+    # (rule, model, hours one job runs, devices it holds): the wall clock on N GPUs (wall_clock)
+    timed: list[tuple[str, str, float, int]] = []
 
     def bytes_of(model):
         return BYTES_PER_PARAM[config["models"][model]["dtype"]]
@@ -261,6 +264,7 @@ def estimate(config: dict, figs: dict[str, dict]) -> dict:
                 passes = 3 if job["kind"] == "layerif" else 1  # forward and backward
                 flop = passes * 2 * shape["params"] * cal["samples"] * cal["length"]
             rows[rule]["gpu_h"] += gpu(job["model"]) * flops_hours(flop, job["model"])
+            timed.append((rule, job["model"], gpu(job["model"]) * flops_hours(flop, job["model"]), 1))
     checkpoints = {"count": 0, "bytes": 0.0}
     for job in listed.get("masks", []):
         model, spec = job["model"], config["variants"][job["variant"]]
@@ -272,6 +276,7 @@ def estimate(config: dict, figs: dict[str, dict]) -> dict:
             width = (shape["linear"] / max(shape["layers"] or 1, 1) / 7) ** 0.5
             flop += shape["linear"] * (2 * tokens + 4 * width)
         rows["masks"]["gpu_h"] += gpu(model) * flops_hours(flop, model)
+        timed.append(("masks", model, gpu(model) * flops_hours(flop, model), 1))
         if spec["method"] in ("shortgpt", "reverse"):
             rows["masks"]["disk"] += 1e3
             kept = 1 - spec["layers"] / shape["layers"] if shape["layers"] else 1.0
@@ -291,6 +296,7 @@ def estimate(config: dict, figs: dict[str, dict]) -> dict:
         tokens = text.stat().st_size / f["text_bytes_per_token"] if text.is_file() else f["wikitext2_tokens"]
         hours = flops_hours(2 * shapes[job["model"]]["params"] * tokens, job["model"])
         rows["perplexity"]["gpu_h"] += (tp if gpu(job["model"]) else 0) * hours
+        timed.append(("perplexity", job["model"], gpu(job["model"]) * hours, tp))
         rows["perplexity"]["disk"] += f["row_bytes"]
     for job in listed.get("generate", []):
         model = job["model"]
@@ -301,13 +307,40 @@ def estimate(config: dict, figs: dict[str, dict]) -> dict:
         for key, answers in (("gpu_h", "answers_expected"), ("gpu_h_bound", "answers_bound")):
             seconds = start + (tokens["thinking"] + tokens[answers]) / rate
             rows["generate"][key] += gpu(model) * tp * seconds / 3600
+            if key == "gpu_h":
+                timed.append(("generate", model, gpu(model) * seconds / 3600, tp))
         rows["generate"]["disk"] += (tokens["rows"] * f["row_bytes"] + tokens["text_tokens"] * f["text_bytes_per_token"]
                                      + tokens["thinking"] * f["text_bytes_per_token"])  # the resume shards
         rows["grade"]["disk"] += tokens["rows"] * f["row_bytes"]
     for rule in rows:
         rows[rule]["gpu_h_bound"] = max(rows[rule]["gpu_h_bound"], rows[rule]["gpu_h"])
     return {"rows": rows, "checkpoints": checkpoints, "keep_checkpoints": config["pruning"]["keep_checkpoints"],
-            "shapes": shapes, "tensor_parallel_size": tp}
+            "shapes": shapes, "tensor_parallel_size": tp, "timed": timed}
+
+
+# the chain one model's GPU work must run in order: statistics, then masks, then generation
+CHAIN = (("stats_weights", "stats_activations"), ("masks",), ("generate", "perplexity"))
+
+
+def wall_clock(result: dict, gpus: int) -> dict:
+    """Expected hours from first to last GPU job on a node of `gpus` devices: each rule's GPU-hours
+    spread over the devices its jobs can fill (a job of k devices fits floor(gpus/k) times), and
+    never under the critical path, one model's longest chain of statistics, masks and generation
+    jobs, which no number of GPUs shortens."""
+    if gpus < 1:
+        raise ValueError("--gpus must be at least 1")
+    per_rule: dict[str, float] = {}
+    for rule, _, hours, devices in result["timed"]:
+        if devices > gpus:
+            raise ValueError(f"generation.vllm.tensor_parallel_size {devices} needs {devices} GPUs; --gpus is {gpus}")
+        per_rule[rule] = per_rule.get(rule, 0.0) + hours * devices / (gpus // devices * devices)
+    critical = 0.0
+    for model in result["shapes"]:
+        critical = max(critical, sum(max([h for r, m, h, _ in result["timed"] if r in stage and m == model], default=0.0)
+                                     for stage in CHAIN))
+    spread = sum(per_rule.values())
+    return {"gpus": gpus, "per_rule": per_rule, "critical_path_h": critical, "spread_h": spread,
+            "wall_h": max(spread, critical)}
 
 
 def _sparsity(spec: dict) -> float:
@@ -324,21 +357,29 @@ def _gb(nbytes: float) -> str:
     return f"{nbytes / 1e9:,.1f}" if nbytes >= 1e8 else f"{nbytes / 1e9:,.3f}"
 
 
-def render(result: dict, figs: dict[str, dict]) -> str:
+def render(result: dict, figs: dict[str, dict], wall: dict | None = None) -> str:
     rows = result["rows"]
     lines = ["# Cost of the configured grid", "",
              f"tensor_parallel_size {result['tensor_parallel_size']}; models: "
              + ", ".join(f"{m} {s['params'] / 1e9:.2f}B ({s['source']})" for m, s in result["shapes"].items()), "",
-             "| rule | jobs | GPU-hours (expected) | GPU-hours (bound) | disk GB |",
-             "|---|---:|---:|---:|---:|"]
+             "| rule | jobs | GPU-hours (expected) | GPU-hours (bound) | disk GB |"
+             + (f" wall-clock hours on {wall['gpus']} GPUs |" if wall else ""),
+             "|---|---:|---:|---:|---:|" + ("---:|" if wall else "")]
     total = {"jobs": 0, "gpu_h": 0.0, "gpu_h_bound": 0.0, "disk": 0.0}
     for rule, row in rows.items():
         disk = row["disk"] if rule != "export" else 0.0
-        lines.append(f"| {rule} | {row['jobs']} | {row['gpu_h']:,.2f} | {row['gpu_h_bound']:,.2f} | {_gb(disk)} |")
+        lines.append(f"| {rule} | {row['jobs']} | {row['gpu_h']:,.2f} | {row['gpu_h_bound']:,.2f} | {_gb(disk)} |"
+                     + (f" {wall['per_rule'].get(rule, 0.0):,.2f} |" if wall else ""))
         for key in ("jobs", "gpu_h", "gpu_h_bound"):
             total[key] += row[key]
         total["disk"] += disk
-    lines.append(f"| **total** | {total['jobs']} | {total['gpu_h']:,.2f} | {total['gpu_h_bound']:,.2f} | {_gb(total['disk'])} |")
+    lines.append(f"| **total** | {total['jobs']} | {total['gpu_h']:,.2f} | {total['gpu_h_bound']:,.2f} | {_gb(total['disk'])} |"
+                 + (f" {wall['wall_h']:,.2f} |" if wall else ""))
+    if wall:
+        lines += ["", f"Wall clock on {wall['gpus']} GPUs: {wall['wall_h']:,.2f} h, the larger of the GPU work spread "
+                  f"over the devices ({wall['spread_h']:,.2f} h) and the critical path ({wall['critical_path_h']:,.2f} h: "
+                  "one model's longest chain of statistics, masks and generation jobs, which more GPUs do not "
+                  "shorten). Expected figures; CPU stages (export, grading) run beside them."]
     ck = result["checkpoints"]
     fate = ("kept (pruning.keep_checkpoints: true)" if result["keep_checkpoints"]
             else "each deleted once its generations and perplexity exist (pruning.keep_checkpoints: false)")
@@ -363,17 +404,25 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configfile", nargs="+", default=["config/config.yaml"], help="as given to snakemake")
     parser.add_argument("--figures", help="JSON file: figure name -> value (or {value, source}), e.g. measured ones")
+    parser.add_argument("--gpus", type=int, help="GPUs of the node the grid runs on, for the wall clock "
+                        "(default: this machine's, pipeline.core.gpus; 1 where it has none)")
     parser.add_argument("--json", help="also write the estimate as JSON here")
     parser.add_argument("--out", help="write the Markdown table here (default: print it)")
     args = parser.parse_args(argv)
     overrides = json.loads(Path(args.figures).read_text()) if args.figures else None
     figs = figures(overrides)
     result = estimate(load_config(args.configfile), figs)
-    text = render(result, figs)
+    count = args.gpus if args.gpus is not None else max(len(gpu_devices.visible_devices()), 1)
+    try:
+        wall = wall_clock(result, count)
+    except ValueError as error:
+        parser.error(str(error))
+    text = render(result, figs, wall)
     if args.json:
         from pipeline.core.artifacts import write_json
 
-        write_json({"rows": result["rows"], "checkpoints": result["checkpoints"], "figures": figs}, Path(args.json))
+        write_json({"rows": result["rows"], "checkpoints": result["checkpoints"], "figures": figs, "wall_clock": wall},
+                   Path(args.json))
     if args.out:
         from pipeline.core.artifacts import atomic_path
 

@@ -32,7 +32,7 @@ rule aggregate:
 
 
 rule plots:
-    """Accuracy against thinking budget and against sparsity, per model."""
+    """Accuracy against thinking budget and against sparsity, per model; the GPU lease timeline."""
     input:
         "results/tables/main.csv",
     output:
@@ -40,6 +40,7 @@ rule plots:
         budget_svg=plot_outputs("accuracy_vs_budget", "svg"),
         sparsity_png=plot_outputs("accuracy_vs_sparsity", "png"),
         sparsity_svg=plot_outputs("accuracy_vs_sparsity", "svg"),
+        timeline=gpu_timeline_outputs(),
     log:
         "results/logs/plots/plots.log",
     benchmark:
@@ -49,4 +50,5 @@ rule plots:
     params:
         spec=table_spec,
     shell:
-        "python -m pipeline.stages.plots --table {input} --spec {params.spec:q} --out-dir results/plots > {log:q} 2>&1"
+        "python -m pipeline.stages.plots --table {input} --spec {params.spec:q} --out-dir results/plots "
+        "--leases results/logs/gpus.jsonl > {log:q} 2>&1"

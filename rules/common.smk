@@ -6,6 +6,7 @@ import os
 import re
 
 from pipeline.core import config as cfg
+from pipeline.core import gpus as gpu_devices
 from pipeline.core.environment import put_interpreter_first
 from pipeline.reporting import tables
 
@@ -98,6 +99,19 @@ def plot_outputs(kind, fmt):
     ]
 
 
+def gpu_timeline_outputs():
+    return [
+        report_output(
+            f"results/plots/gpu_timeline.{fmt}",
+            caption=os.path.join(CAPTIONS, "gpu_timeline.rst"),
+            category="Figures",
+            subcategory="GPUs",
+            labels={"figure": f"GPU leases ({fmt})"},
+        )
+        for fmt in ("png", "svg")
+    ]
+
+
 def training_plots(model):
     return [
         report_output(
@@ -119,6 +133,7 @@ def final_targets():
         targets.append("results/tables/judge_disagreements.csv")
     for kind in ("accuracy_vs_budget", "accuracy_vs_sparsity"):
         targets += plot_outputs(kind, "png") + plot_outputs(kind, "svg")
+    targets += gpu_timeline_outputs()
     for model in config["models"]:
         if cfg.is_trained_demo(config, model):
             targets += [
@@ -271,19 +286,34 @@ def model_size_b(wildcards):
     return 0.01 if "demo" in model else model["size_b"]
 
 
-def gpus(wildcards):
-    """Pruning and statistics of real models ask for one GPU (they hold one block at a time);
-    the demo runs on CPU."""
-    return 0 if "demo" in config["models"][wildcards.model] else 1
+def block_gpus(wildcards):
+    """Pruning and statistics hold one block at a time: one GPU (none for pruning.device: cpu,
+    or for a demo model, which runs on the CPU)."""
+    return gpu_devices.job_devices(config, "masks", wildcards.model)
 
 
 def vllm_gpus(wildcards):
-    """Generation and perplexity hold the whole model: as many GPUs as vLLM's tensor parallel
-    size, so a model split over several GPUs gets them from Slurm (--gpus) and the local
-    scheduler (the `gpu` resource)."""
-    if "demo" in config["models"][wildcards.model]:
-        return 0
-    return config["generation"]["vllm"]["tensor_parallel_size"]
+    """Generation and perplexity hold the whole model: as many GPUs as vLLM's tensor
+    parallel size, which Slurm gives the job (--gpus) and a local run leases to it."""
+    return gpu_devices.job_devices(config, "generate", wildcards.model)
+
+
+def block_threads(wildcards):
+    return gpu_devices.job_threads(block_gpus(wildcards))
+
+
+def vllm_threads(wildcards):
+    return gpu_devices.job_threads(vllm_gpus(wildcards))
+
+
+def on_leased_gpus(rule, *names):
+    """The start of a GPU rule's command: the job leases its `gpu` resource's worth of
+    devices and runs in CUDA_VISIBLE_DEVICES set to them (pipeline.core.gpus)."""
+    wildcards = " ".join(f"{name}={{wildcards.{name}}}" for name in names)
+    return (
+        "python -m pipeline.core.gpus run --devices {resources.gpu} "
+        f"--rule {rule} --wildcards {wildcards} -- "
+    )
 
 
 def gpu_mem_mb(wildcards):

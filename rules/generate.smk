@@ -14,7 +14,7 @@ rule generate:
         "results/logs/generate/{model}/{variant}/{benchmark}.benchmark.tsv"
     conda:
         "../envs/gpu.yaml"
-    threads: 2
+    threads: vllm_threads
     resources:
         gpu=vllm_gpus,
         mem_mb=gpu_mem_mb,
@@ -22,5 +22,6 @@ rule generate:
     params:
         spec=generation_spec,
     shell:
-        "python -m pipeline.stages.generate --model {input.model} --benchmark {input.benchmark} "
+        on_leased_gpus("generate", "model", "variant", "benchmark")
+        + "python -m pipeline.stages.generate --model {input.model} --benchmark {input.benchmark} "
         "--spec {params.spec:q} --out {output} > {log:q} 2>&1"

@@ -34,15 +34,16 @@ rule stats_activations:
         "results/logs/stats/{model}/{kind}-{calibration}.benchmark.tsv"
     conda:
         "../envs/gpu.yaml"
-    threads: 2
+    threads: block_threads
     resources:
-        gpu=gpus,
+        gpu=block_gpus,
         mem_mb=gpu_mem_mb,
         runtime=gpu_runtime_min,
     params:
         spec=stats_spec,
     shell:
-        "python -m pipeline.stages.stats --kind {wildcards.kind} --model {input.model} --calibration {input.calibration} "
+        on_leased_gpus("stats_activations", "model", "kind", "calibration")
+        + "python -m pipeline.stages.stats --kind {wildcards.kind} --model {input.model} --calibration {input.calibration} "
         "--spec {params.spec:q} --out {output} > {log:q} 2>&1"
 
 
@@ -58,9 +59,9 @@ rule masks:
         "results/logs/masks/{model}/{variant}.benchmark.tsv"
     conda:
         "../envs/gpu.yaml"
-    threads: 2
+    threads: block_threads
     resources:
-        gpu=gpus,
+        gpu=block_gpus,
         mem_mb=gpu_mem_mb,
         runtime=gpu_runtime_min,
     params:
@@ -68,7 +69,8 @@ rule masks:
         calibration=calibration_flag,
         stats=stats_flag,
     shell:
-        "python -m pipeline.stages.masks --model {input.model} {params.calibration} {params.stats} "
+        on_leased_gpus("masks", "model", "variant")
+        + "python -m pipeline.stages.masks --model {input.model} {params.calibration} {params.stats} "
         "--spec {params.spec:q} --out {output} > {log:q} 2>&1"
 
 
@@ -109,7 +111,7 @@ rule perplexity:
         "results/logs/perplexity/{model}/{variant}.benchmark.tsv"
     conda:
         "../envs/gpu.yaml"
-    threads: 2
+    threads: vllm_threads
     resources:
         gpu=vllm_gpus,
         mem_mb=gpu_mem_mb,
@@ -118,5 +120,6 @@ rule perplexity:
         spec=perplexity_spec,
         text=config["perplexity"]["text"],
     shell:
-        "python -m pipeline.stages.perplexity --model {input.model} --text {params.text:q} --spec {params.spec:q} "
+        on_leased_gpus("perplexity", "model", "variant")
+        + "python -m pipeline.stages.perplexity --model {input.model} --text {params.text:q} --spec {params.spec:q} "
         "--out {output} > {log:q} 2>&1"

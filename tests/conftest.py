@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,30 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+# written by Python and pytest themselves
+CACHES = {".pytest_cache", "__pycache__"}
+
+
+def _repository_entries() -> set[str]:
+    """What the repository's root holds, and every file git sees as new anywhere below it."""
+    entries = {name for name in os.listdir(ROOT) if name not in CACHES}
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT,
+                            capture_output=True, text=True)
+    if status.returncode == 0:
+        entries |= {line[3:] for line in status.stdout.splitlines() if line.startswith("??")}
+    return entries
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_stays_clean():
+    """No test writes into the repository (scratch configs, results): each works in a folder of its own."""
+    before = _repository_entries()
+    yield
+    added = _repository_entries() - before
+    assert not added, f"tests wrote into the repository: {sorted(added)}"
 
 
 @pytest.fixture(scope="session")

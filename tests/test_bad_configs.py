@@ -303,7 +303,7 @@ def test_longest_prompt_is_checked_against_max_model_len(tiny_model, tmp_path, m
     """Prompt, largest budget and answer delimiter must fit max_model_len: known before any job
     once the tokenizer and the problems are on disk."""
     monkeypatch.chdir(ROOT)
-    monkeypatch.setenv("PRUNE_TTS_ASSUME_GPU", "1")
+    monkeypatch.setenv("PRUNE_TTS_FAKE_GPUS", "1")
     config = demo()
     as_path_model(config, str(tiny_model))
     long = tmp_path / "long.jsonl"

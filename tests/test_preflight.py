@@ -48,7 +48,8 @@ def test_missing_local_files_are_named(tmp_path):
 
 
 def test_generation_of_a_real_model_without_gpu_is_refused(monkeypatch):
-    monkeypatch.delenv("PRUNE_TTS_ASSUME_GPU", raising=False)
+    monkeypatch.delenv("PRUNE_TTS_FAKE_GPUS", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     pytest.importorskip("torch")
     import torch
 
@@ -73,7 +74,8 @@ def test_snakemake_stops_before_any_job(tmp_path):
 
 
 def _no_gpu(monkeypatch):
-    monkeypatch.delenv("PRUNE_TTS_ASSUME_GPU", raising=False)
+    monkeypatch.delenv("PRUNE_TTS_FAKE_GPUS", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     import torch
 
     if torch.cuda.is_available():
@@ -159,7 +161,7 @@ def test_hub_model_depth_and_context_come_from_its_config_json_alone(tmp_path, m
 def test_s1_rounds_of_the_largest_wait_setting_must_fit_the_context(tiny_model, monkeypatch):
     """Under s1's rule every Wait round may run to the budget: the largest setting decides."""
     monkeypatch.chdir(ROOT)
-    monkeypatch.setenv("PRUNE_TTS_ASSUME_GPU", "1")
+    monkeypatch.setenv("PRUNE_TTS_FAKE_GPUS", "1")
     config = cfg.load_yaml(ROOT / "tests" / "configs" / "random_demo.yaml")
     config["models"]["tiny-qwen3"] = {"path": str(tiny_model), "template": "qwen3"}
     # prompts of up to 656 tokens: 1 + 1 rounds of 1,200 tokens fit in 4,096, 1 + 2 do not

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 import time
 
@@ -232,15 +233,45 @@ def test_forced_rerun_gives_identical_masks_and_generations(demo_run):
 SMALL = yaml.safe_load((ROOT / "tests" / "configs" / "small.yaml").read_text())
 
 
+def on_fake_gpus(workdir):
+    """This CPU as a node with 4 GPUs: the GPU stages lease devices as on a real node."""
+    return {"PRUNE_TTS_FAKE_GPUS": "4", "PRUNE_TTS_LEASE_DIR": str(workdir / "leases")}
+
+
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
-    """The smallest complete run, with temporary checkpoints."""
+    """The smallest complete run, with temporary checkpoints, on 4 fake GPUs with tensor parallel 2."""
     workdir = copy_workflow(tmp_path_factory.mktemp("small"))
     config = copy.deepcopy(SMALL)
     config["pruning"] = {"keep_checkpoints": False}
+    config["generation"]["vllm"]["tensor_parallel_size"] = 2
     write_config(workdir / "small.yaml", config)
-    snakemake(workdir, "--cores", "2", "--configfile", "small.yaml")
+    snakemake(workdir, "--cores", "2", "--configfile", "small.yaml", env=on_fake_gpus(workdir))
     return workdir, config
+
+
+def test_every_gpu_job_held_devices_of_its_own(small_run):
+    """From the lease log: every GPU job leased its devices, generation two of them, no device
+    was held by two jobs at once, and several devices were busy at once (GPU jobs take one core)."""
+    workdir, config = small_run
+    leases = [json.loads(line) for line in (workdir / "results" / "logs" / "gpus.jsonl").read_text().splitlines()]
+    n_variants = len(config["variants"])
+    pruned = n_variants - 1
+    rules = sorted(lease["rule"] for lease in leases)
+    assert rules == sorted(["generate"] * n_variants + ["perplexity"] * n_variants + ["masks"] * pruned), rules
+    assert all(len(lease["devices"]) == 2 for lease in leases if lease["rule"] in ("generate", "perplexity"))
+    assert all(lease["exit_status"] == 0 and set(lease["devices"]) <= {0, 1, 2, 3} for lease in leases)
+    assert {tuple(sorted(lease["wildcards"])) for lease in leases if lease["rule"] == "generate"} == \
+        {("benchmark", "model", "variant")}
+    for i, a in enumerate(leases):
+        for b in leases[i + 1:]:
+            if a["start"] < b["end"] and b["start"] < a["end"]:
+                assert not set(a["devices"]) & set(b["devices"]), (a, b)
+    busy = max(sum(len(b["devices"]) for b in leases if b["start"] <= a["start"] < b["end"]) for a in leases)
+    assert busy >= 3, leases
+    # the report's timeline of them
+    assert (workdir / "results" / "plots" / "gpu_timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "GPU 3 (" in (workdir / "results" / "plots" / "gpu_timeline.svg").read_text()
 
 
 def test_temporary_checkpoints_are_removed_once_generated(small_run):
@@ -255,10 +286,11 @@ def test_a_smaller_budget_reuses_the_thinking(small_run):
     config = copy.deepcopy(config)
     config["generation"]["budgets"] = [4] + config["generation"]["budgets"]
     write_config(workdir / "more-budgets.yaml", config)
-    dry = scheduled_jobs(snakemake(workdir, "-n", "--configfile", "more-budgets.yaml").stdout)
+    fake = on_fake_gpus(workdir)
+    dry = scheduled_jobs(snakemake(workdir, "-n", "--configfile", "more-budgets.yaml", env=fake).stdout)
     print("a smaller budget: scheduled", dry)
     assert "masks" not in dry and dry["generate"] == len(config["variants"])
-    snakemake(workdir, "--cores", "2", "--configfile", "more-budgets.yaml")
+    snakemake(workdir, "--cores", "2", "--configfile", "more-budgets.yaml", env=fake)
     for variant in config["variants"]:
         log = (workdir / "results" / "logs" / "generate" / "tiny-qwen3" / variant / "aime24.log").read_text()
         assert "cached thinking (budget 8) reused; generating answers only" in log, log[-2000:]
@@ -273,7 +305,7 @@ def test_wait_settings_run_side_by_side(small_run):
     config = copy.deepcopy(config)
     config["generation"].update(budgets=[8, 32], wait={"times": [0, 1]})
     write_config(workdir / "waits.yaml", config)
-    snakemake(workdir, "--cores", "2", "--configfile", "waits.yaml")
+    snakemake(workdir, "--cores", "2", "--configfile", "waits.yaml", env=on_fake_gpus(workdir))
     table = pd.read_csv(workdir / "results" / "tables" / "main.csv")
     cells = [(v, b, w) for v in config["variants"] for b in (8, 32) for w in (0, 1)]
     assert sorted(zip(table["variant"], table["budget"], table["wait_times"])) == sorted(cells)

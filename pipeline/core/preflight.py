@@ -14,11 +14,12 @@ import codecs
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core import config as cfg
-from pipeline.core import hub
+from pipeline.core import gpus, hub
 
 CALIBRATION_REPOS = {"c4": "allenai/c4", "pg19": "deepmind/pg19", "wikitext2": "Salesforce/wikitext"}
 # rules whose jobs run where the executor sends them (a GPU node under Slurm)
@@ -39,24 +40,47 @@ class PreflightError(cfg.ConfigError):
 
 
 def install(config: dict, workflow) -> None:
-    """Run `check` right after Snakemake has built the DAG of jobs, before it runs any of them.
+    """Right after Snakemake has built the DAG of jobs, before it runs any of them: give a local
+    run this machine's GPUs to schedule (`share_devices`), then run `check`.
 
-    Snakemake skips `onstart` in dry runs, so the check hangs on the DAG step that every run and
-    dry run takes (and --lint, --report or --list-rules do not). Jobs that Snakemake starts in
-    their own process (under Slurm, for instance) parse this file again: they check nothing."""
-    if not config["preflight"] or _mode(workflow) != "DEFAULT":
+    Snakemake skips `onstart` in dry runs, so both hang on the DAG step that every run and dry run
+    takes (and --lint, --report or --list-rules do not). Jobs that Snakemake starts in their own
+    process (under Slurm, for instance) parse this file again: they do neither."""
+    if _mode(workflow) != "DEFAULT":
         return
+    os.environ[gpus.RUN_ENV] = f"{time.time():.3f}"  # the jobs' GPU leases name this run
     build = getattr(workflow, "_build_dag", None)
     if build is None:  # a Snakemake without this step: real runs still check before their jobs
-        workflow.onstart(lambda log: cfg.or_exit(check, config, workflow))
+        if config["preflight"]:
+            workflow.onstart(lambda log: cfg.or_exit(check, config, workflow, True, gpu_limit(workflow)))
         return
 
     def build_then_check():
         build()
         if workflow.executor_plugin is not None and not workflow.touch:
-            cfg.or_exit(check, config, workflow)
+            local = intended_executor(workflow) in LOCAL_EXECUTORS
+            limit = gpu_limit(workflow)
+            if local and limit is None:
+                workflow.register_resource("gpu", len(cfg.or_exit(machine_devices)))
+            if config["preflight"]:
+                cfg.or_exit(check, config, workflow, local, limit)
 
     workflow._build_dag = build_then_check
+
+
+def gpu_limit(workflow) -> int | None:
+    """The `gpu` resource the user set (--resources gpu=K, or a profile), else None: then a local
+    run schedules as many GPU jobs at once as the machine has devices, each job holding devices
+    of its own (pipeline.core.gpus)."""
+    value = getattr(workflow.global_resources.get("gpu"), "value", None)  # a Resource, its value None when unset
+    return None if value is None else int(value)
+
+
+def machine_devices() -> tuple[str, ...]:
+    try:
+        return gpus.visible_devices()
+    except gpus.DeviceError as error:
+        raise PreflightError([str(error)]) from None
 
 
 def _mode(workflow) -> str:
@@ -80,8 +104,8 @@ def scheduled(workflow) -> list[tuple[str, dict]]:
     return [(job.rule.name, dict(job.wildcards)) for job in workflow.dag.needrun_jobs()]
 
 
-def check(config: dict, workflow) -> None:
-    found = problems(config, scheduled(workflow), local=intended_executor(workflow) in LOCAL_EXECUTORS)
+def check(config: dict, workflow, local: bool, limit: int | None) -> None:
+    found = problems(config, scheduled(workflow), local=local, gpu_limit=limit)
     if found:
         raise PreflightError(found)
 
@@ -309,9 +333,10 @@ def benchmark_problem(config: dict, name: str) -> str | None:
 # --------------------------------------------------------------------------- all checks
 
 
-def problems(config: dict, jobs: list[tuple[str, dict]], local: bool = True) -> list[str]:
+def problems(config: dict, jobs: list[tuple[str, dict]], local: bool = True, gpu_limit: int | None = None) -> list[str]:
     """Every problem of the scheduled `jobs` (rule, wildcards), one line each, sorted by key.
-    `local`: jobs run on this machine (a GPU must be visible here for those that need one)."""
+    `local`: jobs run on this machine, whose GPUs (at most `gpu_limit`, the user's --resources
+    gpu=K) must hold what each job asks for."""
     found: dict[str, str] = {}
 
     def add(key: str, message: str | None) -> None:
@@ -360,11 +385,9 @@ def problems(config: dict, jobs: list[tuple[str, dict]], local: bool = True) -> 
                 key = f"variants.{wildcards['variant']}.layerif.scores"
                 add(key, file_problem(key, scores, "give a CSV or Parquet of block, group, score, or remove "
                                                    "scores to compute them"))
-        if _needs_gpu(config, rule) and local and "demo" not in config["models"][wildcards["model"]] \
-                and not _gpu_visible():
-            add("gpu", f"{'generation' if rule == 'generate' else 'pruning.device'}: the {rule} jobs of model "
-                       f"{wildcards['model']} need a GPU and none is visible here. Fix: run on a GPU machine or submit "
-                       "with --workflow-profile profiles/slurm" + (", or set pruning.device: cpu" if rule == "masks" else ""))
+        if local:
+            message = device_problem(config, rule, wildcards, gpu_limit)
+            add(f"devices:{message}", message)
     from pipeline.grading import judge
 
     for line in judge.preflight_problems(config):
@@ -390,16 +413,32 @@ def problems(config: dict, jobs: list[tuple[str, dict]], local: bool = True) -> 
     return [found[key] for key in sorted(found)]
 
 
-def _needs_gpu(config: dict, rule: str) -> bool:
-    return rule == "generate" or (rule == "masks" and config["pruning"]["device"] == "cuda")
+def device_problem(config: dict, rule: str, wildcards: dict, gpu_limit: int | None = None) -> str | None:
+    """A job asking for more GPUs than this machine (or --resources gpu=K) gives, named by its key."""
+    if "model" not in wildcards or rule not in ("generate", "perplexity", "masks", "stats_activations"):
+        return None
+    model = wildcards["model"]
+    vllm_rule = rule in ("generate", "perplexity")
+    tensor_parallel = config["generation"]["vllm"]["tensor_parallel_size"]
+    if "demo" in config["models"][model] and gpus.fake_count() is None:
+        if vllm_rule and tensor_parallel > 1:
+            return (f"generation.vllm.tensor_parallel_size: {tensor_parallel} splits model {model} over "
+                    f"{tensor_parallel} GPUs, but a demo model runs on the CPU, in one vLLM worker. Fix: set "
+                    f"generation.vllm.tensor_parallel_size: 1 (or {gpus.FAKE_ENV}=N to rehearse a node with N GPUs)")
+        return None
+    need = gpus.job_devices(config, rule, model)
+    have = len(machine_devices())
+    limit = have if gpu_limit is None else min(have, gpu_limit)
+    if need <= limit:
+        return None
+    where = f"{have} visible here ({gpus.describe()})" + (f", {gpu_limit} allowed by --resources gpu" if
+                                                          gpu_limit is not None and gpu_limit < have else "")
+    if have == 0:
+        return (f"{'generation' if vllm_rule else 'pruning.device'}: the {rule} jobs of model {model} need a GPU "
+                "and none is visible here. Fix: run on a GPU machine or submit with --workflow-profile profiles/slurm"
+                + (", or set pruning.device: cpu" if not vllm_rule else ""))
+    key = "generation.vllm.tensor_parallel_size" if vllm_rule else "pruning.device"
+    return (f"{key}: each {rule} job of model {model} needs {need} GPU(s), {where}. Fix: lower {key}"
+            f"{'' if vllm_rule else ' (cpu)'}, raise --resources gpu, or run on a node with {need} GPUs")
 
 
-def _gpu_visible() -> bool:
-    if os.environ.get("PRUNE_TTS_ASSUME_GPU") == "1":
-        return True
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False

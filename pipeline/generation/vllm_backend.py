@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 
+from pipeline.core import gpus
 from pipeline.generation.budget_forcing import Gen, Out
 
 
@@ -57,6 +58,12 @@ def start_engine(model_dir, dtype: str, settings: dict):
     from vllm import LLM
 
     tensor_parallel = settings.get("tensor_parallel_size", 1)
+    if name == "vllm-cpu" and tensor_parallel > 1 and gpus.fake_count() is not None:
+        # a rehearsal of a GPU node: the job leased its devices, but vLLM's CPU build cannot split
+        # a model over workers here, so one worker runs it (the same tokens as tensor parallel)
+        print(f"{gpus.FAKE_ENV}: tensor_parallel_size {tensor_parallel} leased {tensor_parallel} fake GPUs; "
+              "vLLM's CPU build runs the model in one worker", flush=True)
+        tensor_parallel = 1
     return LLM(
         model=str(model_dir),
         dtype=dtype,

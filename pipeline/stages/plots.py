@@ -3,7 +3,8 @@
     python -m pipeline.stages.plots --table results/tables/main.csv --spec JSON --out-dir results/plots
 
 Per model (the spec is `config.table_slice`): accuracy_vs_budget-{model}.{png,svg} and
-accuracy_vs_sparsity-{model}.{png,svg}.
+accuracy_vs_sparsity-{model}.{png,svg}. With --leases, the run's GPU leases as
+gpu_timeline.{png,svg} (pipeline.reporting.gpu_timeline).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.core import gpus
 from pipeline.core.artifacts import spec_argument
+from pipeline.reporting import gpu_timeline
 from pipeline.reporting.plots import accuracy_vs_budget, accuracy_vs_sparsity, plot_paths
 
 
@@ -24,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", required=True, help="main table CSV (pipeline.stages.aggregate)")
     parser.add_argument("--spec", required=True, help="config.table_slice as JSON (or @file)")
     parser.add_argument("--out-dir", required=True, help="folder for the figures")
+    parser.add_argument("--leases", help="the run's GPU lease log (results/logs/gpus.jsonl)")
     args = parser.parse_args(argv)
     spec = spec_argument(args.spec)
     table = pd.read_csv(args.table)
@@ -32,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         accuracy_vs_budget(table, model, spec, out_dir)
         accuracy_vs_sparsity(table, model, spec, out_dir)
         print(f"{model}: " + ", ".join(str(p) for p in plot_paths(out_dir, model)))
+    if args.leases:
+        leases = gpu_timeline.latest_run(gpu_timeline.read_leases(args.leases))
+        gpu_timeline.draw(leases, out_dir / "gpu_timeline", devices=list(gpus.visible_devices()))
+        print(f"GPU timeline: {len(leases)} leases of the latest run -> {out_dir / 'gpu_timeline'}.png/.svg")
     return 0
 
 
