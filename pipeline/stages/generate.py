@@ -35,6 +35,7 @@ from pipeline.generation import check_backend, open_backend
 from pipeline.generation import budget_forcing as bf
 from pipeline.generation.requests import requests_for
 from pipeline.models.models import model_dir as resolve_model_dir
+from pipeline.reporting import compute
 
 
 class GenerationError(RuntimeError):
@@ -208,7 +209,11 @@ def run(spec: dict, model: str | Path, benchmark: str | Path, out: str | Path, b
         shards.save_rows(seed, rows, spec)
         frames.append(rows)
     result = pd.concat(frames, ignore_index=True)
-    write_table(result, out, spec=spec, engine_version=result["engine_version"].iloc[0])
+    # what one token costs and how fast this job generated (engine start apart), read now: a
+    # temporary checkpoint is gone once the jobs that read it finish (docs/COMPUTE.md)
+    facts = {**compute.checkpoint_facts(folder), "generated_tokens": tally.tokens,
+             "generation_seconds": tally.seconds}
+    write_table(result, out, spec=spec, engine_version=result["engine_version"].iloc[0], compute=facts)
     log(f"wrote {len(result)} rows to {out} ({tally.tokens} tokens generated in {tally.seconds:.1f} s)")
     return result
 
