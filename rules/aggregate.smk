@@ -15,6 +15,7 @@ rule aggregate:
         ),
         pivots=pivot_outputs("csv"),
         markdown=pivot_outputs("md"),
+        equal_compute=equal_compute_outputs(),
     log:
         "results/logs/aggregate/main.log",
     benchmark:
@@ -32,7 +33,7 @@ rule aggregate:
 
 
 rule plots:
-    """Accuracy against thinking budget and against sparsity, per model."""
+    """Accuracy against thinking budget, against sparsity and against compute per problem, per model."""
     input:
         "results/tables/main.csv",
     output:
@@ -40,6 +41,8 @@ rule plots:
         budget_svg=plot_outputs("accuracy_vs_budget", "svg"),
         sparsity_png=plot_outputs("accuracy_vs_sparsity", "png"),
         sparsity_svg=plot_outputs("accuracy_vs_sparsity", "svg"),
+        compute_png=plot_outputs("accuracy_vs_compute", "png"),
+        compute_svg=plot_outputs("accuracy_vs_compute", "svg"),
     log:
         "results/logs/plots/plots.log",
     benchmark:

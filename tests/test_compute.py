@@ -220,3 +220,8 @@ def test_main_table_carries_the_variants_facts_and_each_cells_cost(tmp_path):
     dense = table[table["variant"] == "dense"].iloc[0]
     assert dense["generation_tokens_per_s"] == 5 and np.isnan(row["generation_tokens_per_s"])
     json.dumps(row.to_dict(), default=str)
+    from pipeline.reporting.plots import accuracy_vs_compute
+
+    accuracy_vs_compute(table, "m", SPEC, tmp_path)
+    assert (tmp_path / "accuracy_vs_compute-m.png").stat().st_size > 0
+    assert "FLOPs per problem (ideal sparse)" in (tmp_path / "accuracy_vs_compute-m.svg").read_text()

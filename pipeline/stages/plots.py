@@ -2,8 +2,8 @@
 
     python -m pipeline.stages.plots --table results/tables/main.csv --spec JSON --out-dir results/plots
 
-Per model (the spec is `config.table_slice`): accuracy_vs_budget-{model}.{png,svg} and
-accuracy_vs_sparsity-{model}.{png,svg}.
+Per model (the spec is `config.table_slice`): accuracy_vs_budget-{model}.{png,svg},
+accuracy_vs_sparsity-{model}.{png,svg} and accuracy_vs_compute-{model}.{png,svg}.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.core.artifacts import spec_argument
-from pipeline.reporting.plots import accuracy_vs_budget, accuracy_vs_sparsity, plot_paths
+from pipeline.reporting.plots import accuracy_vs_budget, accuracy_vs_compute, accuracy_vs_sparsity, plot_paths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in spec["models"]:
         accuracy_vs_budget(table, model, spec, out_dir)
         accuracy_vs_sparsity(table, model, spec, out_dir)
+        accuracy_vs_compute(table, model, spec, out_dir)
         print(f"{model}: " + ", ".join(str(p) for p in plot_paths(out_dir, model)))
     return 0
 
