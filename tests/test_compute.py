@@ -3,7 +3,6 @@ constructed curves (pipeline.reporting.compute, pipeline.reporting.equal_compute
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pandas as pd
@@ -219,7 +218,9 @@ def test_main_table_carries_the_variants_facts_and_each_cells_cost(tmp_path):
     assert row["mean_prompt_tokens"] == 5 and row["mean_generated_tokens"] == 3
     dense = table[table["variant"] == "dense"].iloc[0]
     assert dense["generation_tokens_per_s"] == 5 and np.isnan(row["generation_tokens_per_s"])
-    json.dumps(row.to_dict(), default=str)
+    text = equal_compute.per_token(table, "m", SPEC)
+    assert "| dense | 1,000 | 600 | 2 | 100 | 60 | 0 | 4,000 | 5.0 |" in text
+    assert any(line.startswith("| wanda 50% |") and line.endswith("| - |") for line in text)
     from pipeline.reporting.plots import accuracy_vs_compute
 
     accuracy_vs_compute(table, "m", SPEC, tmp_path)

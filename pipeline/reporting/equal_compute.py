@@ -142,9 +142,37 @@ def paths(out_dir: str | Path, model: str) -> tuple[Path, Path]:
     return Path(out_dir) / f"equal-compute-{model}.csv", Path(out_dir) / f"equal-compute-{model}.md"
 
 
-def markdown(rows: pd.DataFrame, model: str, spec: dict) -> str:
+def per_token(table: pd.DataFrame, model: str, spec: dict) -> list[str]:
+    """What one generated token costs per variant, and what generation measured (docs/COMPUTE.md)."""
+    part = table[table["model"] == model].drop_duplicates("variant").set_index("variant")
+    if "flops_per_token_dense_hw" not in part:
+        return []
+    names = labels(table[table["model"] == model], spec)
+    lines = [f"### {model}: cost of one generated token", "",
+             "FLOPs per token without attention over the context (which adds attention FLOPs per context token "
+             "for every position attended to); tokens/s: generation only, engine start apart", "",
+             "| variant | params | nonzero params | blocks kept | FLOPs/token dense hw | FLOPs/token ideal sparse | "
+             "attention FLOPs per context token | checkpoint bytes | tokens/s |", "|---|---|---|---|---|---|---|---|---|"]
+
+    def number(value, form):
+        return format(value, form) if pd.notna(value) else "-"
+
+    for variant in variant_order(spec):
+        if variant not in part.index:
+            continue
+        r = part.loc[variant]
+        lines.append(f"| {names.get(variant, variant)} | {number(r['params'], ',.0f')} | "
+                     f"{number(r['nonzero_params'], ',.0f')} | {number(r['blocks_kept'], '.0f')} | "
+                     f"{number(r['flops_per_token_dense_hw'], '.3g')} | {number(r['flops_per_token_ideal_sparse'], '.3g')} | "
+                     f"{number(r['attention_flops_per_context_token'], '.3g')} | {number(r['checkpoint_bytes'], ',.0f')} | "
+                     f"{number(r['generation_tokens_per_s'], '.1f')} |")
+    return lines + [""]
+
+
+def markdown(rows: pd.DataFrame, model: str, spec: dict, table: pd.DataFrame | None = None) -> str:
     confidence = spec.get("confidence", 0.95)
-    lines = [f"### {model}: pruned against dense at equal compute", "",
+    lines = (per_token(table, model, spec) if table is not None else []) + [
+             f"### {model}: pruned against dense at equal compute", "",
              "compute: mean FLOPs per problem (all samples); dense at equal compute: dense's accuracy "
              "interpolated (linear in log compute) between its budgets around that compute, never "
              f"extrapolated; difference: variant minus dense, with a paired bootstrap {confidence:.0%} "
@@ -176,6 +204,6 @@ def write(grades: pd.DataFrame, table: pd.DataFrame, spec: dict, out_dir: str | 
         with atomic_path(csv_path) as tmp:
             rows.to_csv(tmp, index=False)
         with atomic_path(md_path) as tmp:
-            tmp.write_text(markdown(rows, model, spec))
+            tmp.write_text(markdown(rows, model, spec, table))
         written += [csv_path, md_path]
     return written
