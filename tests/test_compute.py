@@ -226,3 +226,26 @@ def test_main_table_carries_the_variants_facts_and_each_cells_cost(tmp_path):
     accuracy_vs_compute(table, "m", SPEC, tmp_path)
     assert (tmp_path / "accuracy_vs_compute-m.png").stat().st_size > 0
     assert "FLOPs per problem (ideal sparse)" in (tmp_path / "accuracy_vs_compute-m.svg").read_text()
+
+
+@pytest.mark.parametrize("architecture", ["qwen3_moe", "mixtral", "gpt_oss", "phi3"])
+def test_every_matrix_of_other_architectures_is_counted_as_multiplied(tmp_path, architecture):
+    """Only vectors (norms, biases) fall outside the multiplied kinds; experts count at their
+    active share (2 of 4 experts per token in these models)."""
+    from safetensors import safe_open
+
+    from tests.tiny_models import build
+
+    folder = build(tmp_path / architecture, architecture)
+    facts = compute.checkpoint_facts(folder)
+    vectors = 0
+    for path in folder.glob("*.safetensors"):
+        with safe_open(str(path), framework="pt") as handle:
+            shapes = [handle.get_slice(name).get_shape() for name in handle.keys()]
+            vectors += sum(int(np.prod(shape)) for shape in shapes if len(shape) < 2)
+    assert facts["params_other"] == vectors
+    moe = architecture != "phi3"
+    assert (facts["params_experts"] > 0) == moe
+    multiplied = (facts["params_attention"] + facts["params_mlp"] + facts["params_experts"] / (2 if moe else 1)
+                  + facts["params_lm_head"])
+    assert facts["flops_per_token_dense_hw"] == pytest.approx(2 * multiplied)

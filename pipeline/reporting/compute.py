@@ -32,19 +32,20 @@ CELL_COLUMNS = ["mean_prompt_tokens", "mean_generated_tokens", "flops_per_proble
                 "flops_per_problem_ideal_sparse"]
 
 
-def matrix_kind(name: str) -> str:
-    """The kind of a checkpoint tensor, from its name (`model.layers.3.self_attn.q_proj.weight`)."""
+def matrix_kind(name: str, ndim: int = 2) -> str:
+    """The kind of a checkpoint tensor from its name (`model.layers.3.self_attn.q_proj.weight`)
+    and rank: vectors (norms, biases, sinks) are `other`."""
     if "embed_tokens" in name or name.endswith("wte.weight"):
         return "embedding"
     if "lm_head" in name:
         return "lm_head"
-    if not name.endswith(".weight") or "norm" in name:
+    if ndim < 2:
         return "other"
-    if ".experts." in name:
+    if ".experts." in name:  # one tensor per expert, or all experts' in one (gpt-oss)
         return "experts"
     if "attn" in name or "attention" in name:
         return "attention"
-    if "mlp" in name or "feed_forward" in name or "ffn" in name:
+    if "mlp" in name or "moe" in name or "feed_forward" in name or "ffn" in name:
         return "mlp"
     return "other"
 
@@ -70,8 +71,8 @@ def count_weights(tensors, model_config: dict) -> dict:
     lm_head: it counts as lm_head too (`lm_head_tied`), stored once."""
     counts = {f"{prefix}{kind}": 0 for kind in KINDS for prefix in ("params_", "nonzero_params_")}
     for name, tensor in tensors:
-        kind = matrix_kind(name)
         array = tensor if hasattr(tensor, "numel") else np.asarray(tensor)
+        kind = matrix_kind(name, array.ndim)
         counts[f"params_{kind}"] += int(array.numel() if hasattr(array, "numel") else array.size)
         counts[f"nonzero_params_{kind}"] += int((array != 0).sum())
     counts["lm_head_tied"] = counts["params_lm_head"] == 0 and bool(
