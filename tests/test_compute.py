@@ -122,6 +122,9 @@ def test_cell_cost_sums_a_problems_samples():
     assert cost["flops_per_problem_ideal_sparse"] == pytest.approx(10 * (18 + 8) / 2)
     assert cost["flops_per_problem_dense_hw"] == pytest.approx(2 * cost["flops_per_problem_ideal_sparse"])
     assert cost["mean_prompt_tokens"] == 3 and cost["mean_generated_tokens"] == 3.5
+    # a job that could not count its weights records only its throughput: no FLOPs, no error
+    unknown = compute.cost_of(cell, {"generated_tokens": 10, "generation_seconds": 1.0})
+    assert np.isnan(unknown["flops_per_problem_dense_hw"]) and unknown["mean_prompt_tokens"] == 3
 
 
 # --------------------------------------------------------------------------- interpolation

@@ -150,7 +150,7 @@ def cost_of(cell: pd.DataFrame, facts: dict | None) -> dict:
     if "prompt_tokens" not in cell or cell["prompt_tokens"].isna().any():
         return row
     row["mean_prompt_tokens"] = float(cell["prompt_tokens"].astype(float).mean())
-    if not facts:
+    if not (facts or {}).get("flops_per_token_dense_hw"):
         return row
     for accounting in ACCOUNTINGS:
         flops = sequence_flops(facts, cell["prompt_tokens"], generated, accounting)
