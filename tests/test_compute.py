@@ -85,7 +85,8 @@ def test_zeros_are_paid_on_dense_hardware_and_free_when_ideal(tmp_path, tokenize
     assert facts["flops_per_token_ideal_sparse"] == 2 * (pruned // 2 + vocab * H)
     # outside the pruned matrices only the embedding's padding row is zero
     outside = facts["params"] - pruned
-    assert facts["nonzero_params"] == pruned // 2 + outside - (facts["params_embedding"] - facts["nonzero_params_embedding"])
+    padding = facts["params_embedding"] - facts["nonzero_params_embedding"]
+    assert facts["nonzero_params"] == pruned // 2 + outside - padding
 
 
 def test_a_removed_block_saves_its_cost_in_both_accountings(tmp_path, tokenizer):
@@ -106,7 +107,8 @@ def test_tied_lm_head_is_multiplied_but_stored_once():
 
 
 def test_sequence_flops_by_hand():
-    facts = {"flops_per_token_dense_hw": 100.0, "lm_head_flops_dense_hw": 30.0, "attention_flops_per_context_token": 2.0}
+    facts = {"flops_per_token_dense_hw": 100.0, "lm_head_flops_dense_hw": 30.0,
+             "attention_flops_per_context_token": 2.0}
     # 3 prompt tokens, 2 generated: 5 positions through the blocks (70 each), lm_head for the 2
     # generated tokens, attention 2 * (1 + 2 + 3 + 4 + 5)
     assert compute.sequence_flops(facts, 3, 2, "dense_hw") == 5 * 70 + 2 * 30 + 2 * 15

@@ -157,15 +157,14 @@ def per_token(table: pd.DataFrame, model: str, spec: dict) -> list[str]:
     def number(value, form):
         return format(value, form) if pd.notna(value) else "-"
 
+    columns = [("params", ",.0f"), ("nonzero_params", ",.0f"), ("blocks_kept", ".0f"),
+               ("flops_per_token_dense_hw", ".3g"), ("flops_per_token_ideal_sparse", ".3g"),
+               ("attention_flops_per_context_token", ".3g"), ("checkpoint_bytes", ",.0f"),
+               ("generation_tokens_per_s", ".1f")]
     for variant in variant_order(spec):
-        if variant not in part.index:
-            continue
-        r = part.loc[variant]
-        lines.append(f"| {names.get(variant, variant)} | {number(r['params'], ',.0f')} | "
-                     f"{number(r['nonzero_params'], ',.0f')} | {number(r['blocks_kept'], '.0f')} | "
-                     f"{number(r['flops_per_token_dense_hw'], '.3g')} | {number(r['flops_per_token_ideal_sparse'], '.3g')} | "
-                     f"{number(r['attention_flops_per_context_token'], '.3g')} | {number(r['checkpoint_bytes'], ',.0f')} | "
-                     f"{number(r['generation_tokens_per_s'], '.1f')} |")
+        if variant in part.index:
+            cells = [number(part.loc[variant, column], form) for column, form in columns]
+            lines.append(f"| {names.get(variant, variant)} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 
