@@ -91,7 +91,8 @@ def equal_compute_outputs():
         report_output(
             f"results/tables/equal-compute-{model}.{suffix}",
             caption=os.path.join(CAPTIONS, "equal_compute.rst"),
-            category="Tables",
+            # its own category: report labels are columns, and the pivots' are model and budget
+            category="Equal compute",
             subcategory=model,
             labels={"model": model, "table": f"equal compute ({suffix})"},
         )
