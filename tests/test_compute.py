@@ -230,7 +230,7 @@ def test_main_table_carries_the_variants_facts_and_each_cells_cost(tmp_path):
 
     accuracy_vs_compute(table, "m", SPEC, tmp_path)
     assert (tmp_path / "accuracy_vs_compute-m.png").stat().st_size > 0
-    assert "FLOPs per problem (ideal sparse)" in (tmp_path / "accuracy_vs_compute-m.svg").read_text()
+    assert "b: ideal sparse" in (tmp_path / "accuracy_vs_compute-m.svg").read_text()
 
 
 @pytest.mark.parametrize("architecture", ["qwen3_moe", "mixtral", "gpt_oss", "phi3"])

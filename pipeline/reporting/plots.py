@@ -156,8 +156,9 @@ def accuracy_vs_compute(table: pd.DataFrame, model: str, spec: dict, out_dir: Pa
     """One panel per accounting (rows) and benchmark (columns): a variant's line runs through its
     budgets at the compute each actually spent, so equal x is equal cost."""
     benchmarks = spec["benchmarks"]
-    fig, grid = plt.subplots(len(ACCOUNTINGS), len(benchmarks), figsize=(4.2 * len(benchmarks), 3.4 * len(ACCOUNTINGS)),
+    fig, grid = plt.subplots(len(ACCOUNTINGS), len(benchmarks), figsize=(5 * len(benchmarks), 3.4 * len(ACCOUNTINGS)),
                              squeeze=False, layout="constrained")
+    named = {"dense_hw": "dense hardware", "ideal_sparse": "ideal sparse"}
     part = table[(table["model"] == model) & (table["status"] != "missing")]
     order = variant_order(spec)
     names = labels(part, spec)
@@ -182,11 +183,11 @@ def accuracy_vs_compute(table: pd.DataFrame, model: str, spec: dict, out_dir: Pa
                 ax.set_xscale("log")
             else:
                 ax.text(0.5, 0.5, "no compute recorded", transform=ax.transAxes, ha="center", alpha=0.6)
-            _style(ax, benchmark, f"FLOPs per problem ({accounting.replace('_', ' ')})")
+            _style(ax, f"{benchmark}: {named[accounting]}", "FLOPs per problem")
     keys = [Line2D([], [], color="grey", linestyle=LINESTYLES[i % len(LINESTYLES)], label=wait_label(setting))
             for i, setting in enumerate(settings)] if len(settings) > 1 else []
     axes = {b: ax for b, ax in zip(benchmarks, grid[0])}
-    _finish(fig, axes, f"{model}: accuracy vs compute per problem (dense hardware above, ideal sparse below)",
+    _finish(fig, axes, f"{model}: accuracy vs compute",
             out_dir / f"accuracy_vs_compute-{model}", keys)
 
 
