@@ -15,6 +15,7 @@ rule aggregate:
         ),
         pivots=pivot_outputs("csv"),
         markdown=pivot_outputs("md"),
+        equal_compute=equal_compute_outputs(),
     log:
         "results/logs/aggregate/main.log",
     benchmark:
@@ -32,7 +33,8 @@ rule aggregate:
 
 
 rule plots:
-    """Accuracy against thinking budget and against sparsity, per model; the GPU lease timeline."""
+    """Accuracy against thinking budget, sparsity and compute per problem, per model; the
+    GPU lease timeline."""
     input:
         "results/tables/main.csv",
     output:
@@ -40,6 +42,8 @@ rule plots:
         budget_svg=plot_outputs("accuracy_vs_budget", "svg"),
         sparsity_png=plot_outputs("accuracy_vs_sparsity", "png"),
         sparsity_svg=plot_outputs("accuracy_vs_sparsity", "svg"),
+        compute_png=plot_outputs("accuracy_vs_compute", "png"),
+        compute_svg=plot_outputs("accuracy_vs_compute", "svg"),
         timeline=gpu_timeline_outputs(),
     log:
         "results/logs/plots/plots.log",

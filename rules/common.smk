@@ -86,6 +86,22 @@ def pivot_outputs(suffix):
     ]
 
 
+def equal_compute_outputs():
+    """Per model, pruned against dense at equal compute (pipeline.reporting.equal_compute)."""
+    return [
+        report_output(
+            f"results/tables/equal-compute-{model}.{suffix}",
+            caption=os.path.join(CAPTIONS, "equal_compute.rst"),
+            # its own category: report labels are columns, and the pivots' are model and budget
+            category="Equal compute",
+            subcategory=model,
+            labels={"model": model, "table": f"equal compute ({suffix})"},
+        )
+        for model in config["models"]
+        for suffix in ("csv", "md")
+    ]
+
+
 def plot_outputs(kind, fmt):
     return [
         report_output(
@@ -128,10 +144,10 @@ def training_plots(model):
 def final_targets():
     """The table, its pivots and the plots (the training curves of trained demo models, the
     judge's disagreements when it is on)."""
-    targets = ["results/tables/main.csv"] + pivot_outputs("csv") + pivot_outputs("md")
+    targets = ["results/tables/main.csv"] + pivot_outputs("csv") + pivot_outputs("md") + equal_compute_outputs()
     if judging():
         targets.append("results/tables/judge_disagreements.csv")
-    for kind in ("accuracy_vs_budget", "accuracy_vs_sparsity"):
+    for kind in ("accuracy_vs_budget", "accuracy_vs_sparsity", "accuracy_vs_compute"):
         targets += plot_outputs(kind, "png") + plot_outputs(kind, "svg")
     targets += gpu_timeline_outputs()
     for model in config["models"]:

@@ -282,6 +282,24 @@ def test_temporary_checkpoints_are_removed_once_generated(small_run):
     assert not (workdir / "results" / "checkpoints" / "tiny-qwen3" / "magnitude-50").exists()
 
 
+def test_compute_columns_survive_temporary_checkpoints(small_run):
+    """Each variant's cost is recorded while its checkpoint exists and reaches the tables."""
+    workdir, _ = small_run
+    table = pd.read_csv(workdir / "results" / "tables" / "main.csv").set_index("variant")
+    dense, pruned = table.loc["dense"], table.loc["magnitude-50"]
+    assert dense["nonzero_params"] <= dense["params"] == pruned["params"]
+    assert pruned["nonzero_params"] < 0.8 * pruned["params"]
+    assert pruned["flops_per_token_dense_hw"] == dense["flops_per_token_dense_hw"]
+    assert pruned["flops_per_token_ideal_sparse"] < 0.8 * dense["flops_per_token_ideal_sparse"]
+    for row in (dense, pruned):
+        assert row["checkpoint_bytes"] > 0 and row["generation_tokens_per_s"] > 0 and row["blocks_kept"] == 4
+        assert row["flops_per_problem_dense_hw"] >= row["flops_per_problem_ideal_sparse"] > 0
+        assert row["mean_prompt_tokens"] > 0
+    equal = pd.read_csv(workdir / "results" / "tables" / "equal-compute-tiny-qwen3.csv")
+    assert set(equal["accounting"]) == {"dense_hw", "ideal_sparse"} and set(equal["variant"]) == {"magnitude-50"}
+    assert (workdir / "results" / "plots" / "accuracy_vs_compute-tiny-qwen3.svg").exists()
+
+
 def test_a_smaller_budget_reuses_the_thinking(small_run):
     workdir, config = small_run
     config = copy.deepcopy(config)

@@ -9,6 +9,9 @@ Per model (the spec is `config.table_slice`):
     accuracy_vs_sparsity-{model}.{png,svg}  at the largest budget (and the smallest Wait
                                             setting): a line per unstructured method and
                                             allocation, from dense at sparsity 0
+    accuracy_vs_compute-{model}.{png,svg}   accuracy against mean FLOPs per problem (log scale),
+                                            a line per variant through its budgets, a row
+                                            per accounting (docs/COMPUTE.md)
     training_loss-{model}.{png,svg}         the demo model's loss per step (rule train_demo)
 """
 
@@ -24,9 +27,11 @@ from matplotlib.lines import Line2D  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pipeline.core.artifacts import atomic_path  # noqa: E402
+from pipeline.reporting.compute import ACCOUNTINGS  # noqa: E402
 from pipeline.reporting.tables import labels, variant_order, wait_label, wait_settings  # noqa: E402
 
 FORMATS = ("png", "svg")
+TABLE_FIGURES = ("accuracy_vs_budget", "accuracy_vs_sparsity", "accuracy_vs_compute")
 # 20 colours and 7 markers: with 7 prime to 20, no two of the first 140 lines share both
 PALETTE = [plt.get_cmap("tab20")(i) for i in (0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19)]
 MARKERS = ["s", "^", "D", "v", "P", "X", "<"]
@@ -37,8 +42,7 @@ matplotlib.rcParams["svg.hashsalt"] = "prune-tts"
 
 
 def plot_paths(out_dir: str | Path, model: str) -> list[Path]:
-    return [Path(out_dir) / f"{kind}-{model}.{fmt}" for kind in ("accuracy_vs_budget", "accuracy_vs_sparsity")
-            for fmt in FORMATS]
+    return [Path(out_dir) / f"{kind}-{model}.{fmt}" for kind in TABLE_FIGURES for fmt in FORMATS]
 
 
 def _panels(benchmarks: list[str]):
@@ -146,6 +150,45 @@ def accuracy_vs_sparsity(table: pd.DataFrame, model: str, spec: dict, out_dir: P
     wait = f", {wait_label(settings[0])}" if len(settings) > 1 else ""
     _finish(fig, axes, f"{model}: accuracy vs sparsity (thinking budget {budget}{wait})",
             out_dir / f"accuracy_vs_sparsity-{model}")
+
+
+def accuracy_vs_compute(table: pd.DataFrame, model: str, spec: dict, out_dir: Path) -> None:
+    """One panel per accounting (rows) and benchmark (columns): a variant's line runs through its
+    budgets at the compute each actually spent, so equal x is equal cost."""
+    benchmarks = spec["benchmarks"]
+    fig, grid = plt.subplots(len(ACCOUNTINGS), len(benchmarks), figsize=(5 * len(benchmarks), 3.4 * len(ACCOUNTINGS)),
+                             squeeze=False, layout="constrained")
+    named = {"dense_hw": "dense hardware", "ideal_sparse": "ideal sparse"}
+    part = table[(table["model"] == model) & (table["status"] != "missing")]
+    order = variant_order(spec)
+    names = labels(part, spec)
+    styles = line_styles(order, {v for v in order if spec["variants"][v]["method"] == "dense"})
+    settings = wait_settings(spec)
+    for row, accounting in enumerate(ACCOUNTINGS):
+        column = f"flops_per_problem_{accounting}"
+        for benchmark, ax in zip(benchmarks, grid[row]):
+            drawn = False
+            for variant in order:
+                for index, setting in enumerate(settings):
+                    line = part[(part["benchmark"] == benchmark) & (part["variant"] == variant)
+                                & (part["wait_times"] == setting)]
+                    if column not in line or line[column].isna().all():
+                        continue
+                    line = line[line[column].notna()].sort_values("budget")
+                    style = {**styles[variant], "linestyle": LINESTYLES[index % len(LINESTYLES)]}
+                    first = row == 0 and index == 0
+                    _draw(ax, line[column], line, names[variant] if first else "_nolegend_", style)
+                    drawn = True
+            if drawn:
+                ax.set_xscale("log")
+            else:
+                ax.text(0.5, 0.5, "no compute recorded", transform=ax.transAxes, ha="center", alpha=0.6)
+            _style(ax, f"{benchmark}: {named[accounting]}", "FLOPs per problem")
+    keys = [Line2D([], [], color="grey", linestyle=LINESTYLES[i % len(LINESTYLES)], label=wait_label(setting))
+            for i, setting in enumerate(settings)] if len(settings) > 1 else []
+    axes = {b: ax for b, ax in zip(benchmarks, grid[0])}
+    _finish(fig, axes, f"{model}: accuracy vs compute",
+            out_dir / f"accuracy_vs_compute-{model}", keys)
 
 
 def training_loss(history: pd.DataFrame, model: str, stem: str | Path) -> None:

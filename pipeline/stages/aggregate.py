@@ -18,6 +18,12 @@ The spec is `config.table_slice`. Besides main.csv the stage writes the pivots o
 - mean_thinking_tokens, mean_answer_tokens, budget_hit_rate, no_answer_rate, ambiguous_rate
   (multiple-choice hedges, never correct), timeout_rate;
 - perplexity (or perplexity_<dataset>) of the (model, variant) when perplexity files are given;
+- compute (docs/COMPUTE.md): per variant params, nonzero_params (and per matrix kind
+  params_<kind>, nonzero_params_<kind>), blocks_kept, flops_per_token_dense_hw,
+  flops_per_token_ideal_sparse, attention_flops_per_context_token, checkpoint_bytes,
+  generation_tokens_per_s; per cell mean_prompt_tokens, mean_generated_tokens,
+  flops_per_problem_dense_hw, flops_per_problem_ideal_sparse (the summed cost of a problem's
+  samples). Besides the pivots: equal-compute-{model}.csv|md (pipeline.reporting.equal_compute).
 - with judgements (pipeline.stages.judge): judge_accuracy (accuracy with the judge's verdict in place of
   the deterministic one where the judge gave one), judge_asked (rows the judge was asked about)
   and judge_agreement (share of the rows it judged correct or wrong where it agrees with the
@@ -41,10 +47,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from pipeline.core import config
-from pipeline.reporting import tables
-from pipeline.core.artifacts import atomic_path, read_table, spec_argument
+from pipeline.reporting import compute, equal_compute, tables
+from pipeline.core.artifacts import atomic_path, read_provenance, read_table, spec_argument
 from pipeline.reporting.tables import variant_order
 
 CELL = ["model", "variant", "benchmark", "budget", "wait_times"]
@@ -204,7 +211,9 @@ def with_judgements(grades: pd.DataFrame, judgements: pd.DataFrame) -> pd.DataFr
 
 
 def main_table(grades: pd.DataFrame, spec: dict, perplexity: pd.DataFrame | None = None,
-               judgements: pd.DataFrame | None = None) -> pd.DataFrame:
+               judgements: pd.DataFrame | None = None, facts: dict | None = None) -> pd.DataFrame:
+    """`facts`: (model, variant) -> the variant's compute facts (`read_facts`)."""
+    facts = facts or {}
     variants = spec["variants"]
     settings = tables.wait_settings(spec)
     dense_name = next((name for name, v in variants.items() if v["method"] == "dense"), None)
@@ -218,9 +227,11 @@ def main_table(grades: pd.DataFrame, spec: dict, perplexity: pd.DataFrame | None
     for model in spec["models"]:
         for variant in variant_order(spec):
             vspec = variants[variant]
+            known = facts.get((model, variant)) or {}
+            per_variant = {c: known.get(c, np.nan) for c in compute.VARIANT_COLUMNS + compute.KIND_COLUMNS}
             for benchmark, budget, setting in itertools.product(spec["benchmarks"], spec["budgets"], settings):
                 key = (model, variant, benchmark, budget, setting)
-                row = dict(zip(CELL, key), **{f: vspec.get(f) for f in VARIANT_FIELDS})
+                row = dict(zip(CELL, key), **{f: vspec.get(f) for f in VARIANT_FIELDS}, **per_variant)
                 cell = cells.get(key)
                 if cell is None or cell.empty:
                     row.update(status="missing", missing="no grades for this cell")
@@ -230,6 +241,7 @@ def main_table(grades: pd.DataFrame, spec: dict, perplexity: pd.DataFrame | None
                     dense = cells.get((model, dense_name, benchmark, budget, setting)) if dense_name else None
                     # every Wait setting resamples the same problems: settings compare like for like
                     row.update(cell_metrics(cell, dense, spec, key[:-1]))
+                    row.update(compute.cost_of(cell, known))
                     if judgements is not None:
                         row.update(judge_metrics(cell))
                 rows.append(row)
@@ -266,6 +278,21 @@ def read_grades(paths: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def read_facts(paths: list[str]) -> dict[tuple[str, str], dict]:
+    """(model, variant) -> its compute facts, from the `compute` record the generate stage left
+    in each grades file's metadata (pipeline.reporting.compute.combine)."""
+    records: dict[tuple[str, str], list[dict]] = {}
+    for path in paths:
+        try:
+            record = read_provenance(path).get("compute")
+        except ValueError:
+            record = None
+        ids = pq.read_table(path, columns=["model", "variant"]).slice(0, 1).to_pylist()
+        if record and ids:
+            records.setdefault((ids[0]["model"], ids[0]["variant"]), []).append(record)
+    return {key: compute.combine(found) for key, found in records.items()}
+
+
 def read_perplexity(paths: list[str]) -> pd.DataFrame:
     """One row per (model, variant): `perplexity`, or `perplexity_<dataset>` for several data
     sets. Model and variant come from the table's columns or from the path
@@ -297,8 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     spec = spec_argument(args.spec)
     config.or_exit(config.check_stage, "aggregate", spec)  # the workflow's own refusals, before loading
     judgements = pd.concat([read_table(p) for p in args.judgements], ignore_index=True) if args.judgements else None
-    table = main_table(read_grades(args.grades), spec, read_perplexity(args.perplexity) if args.perplexity else None,
-                       judgements)
+    grades = read_grades(args.grades)
+    table = main_table(grades, spec, read_perplexity(args.perplexity) if args.perplexity else None,
+                       judgements, read_facts(args.grades))
     incomplete = table[table["status"] != "ok"]
     several = len(tables.wait_settings(spec)) > 1
     for row in incomplete.itertuples():
@@ -311,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False)
     written = tables.write_pivots(table, spec, Path(args.out).parent)
+    written += equal_compute.write(grades.assign(problem_id=grades["problem_id"].astype(str),
+                                                 correct=grades["correct"].astype(bool)),
+                                   table, spec, Path(args.out).parent)
     print(f"{len(table)} cells ({len(incomplete)} not complete) -> {args.out}; pivots: {len(written)} files")
     return 0
 

@@ -15,6 +15,8 @@ A killed job, restarted, regenerates only unfinished seeds; a changed budget lis
 smaller Wait setting reuses the thinking (a smaller budget or setting costs only its answers).
 Shards are keyed by the config slice, the model's files and the benchmark's content, so stale
 ones are never reused; cached thinking serves only budgets and Wait settings it yields exactly.
+The output's provenance holds `compute`: the model folder's weight counts and FLOPs per token,
+its bytes and this job's generation throughput (docs/COMPUTE.md).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pipeline.generation import check_backend, open_backend
 from pipeline.generation import budget_forcing as bf
 from pipeline.generation.requests import requests_for
 from pipeline.models.models import model_dir as resolve_model_dir
+from pipeline.reporting import compute
 
 
 class GenerationError(RuntimeError):
@@ -208,7 +211,14 @@ def run(spec: dict, model: str | Path, benchmark: str | Path, out: str | Path, b
         shards.save_rows(seed, rows, spec)
         frames.append(rows)
     result = pd.concat(frames, ignore_index=True)
-    write_table(result, out, spec=spec, engine_version=result["engine_version"].iloc[0])
+    # what one token costs and how fast this job generated (engine start apart), read now: a
+    # temporary checkpoint is gone once the jobs that read it finish (docs/COMPUTE.md)
+    facts = {"generated_tokens": tally.tokens, "generation_seconds": tally.seconds}
+    try:
+        facts.update(compute.checkpoint_facts(folder))
+    except FileNotFoundError as error:  # weights not in safetensors: the tables leave the FLOPs empty
+        log(f"no compute facts: {error}")
+    write_table(result, out, spec=spec, engine_version=result["engine_version"].iloc[0], compute=facts)
     log(f"wrote {len(result)} rows to {out} ({tally.tokens} tokens generated in {tally.seconds:.1f} s)")
     return result
 

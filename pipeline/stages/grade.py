@@ -11,7 +11,8 @@ without special tokens) followed by the generated answer. For multiple choice, -
 (the row's choice_order), so that an answer giving an option's text is read as that option.
 One row per generation row: the generation keys, gold, extracted, rule, status (correct | wrong |
 ambiguous | no_answer | timeout; docs/GRADING.md), correct, thinking_tokens, answer_tokens,
-hit_budget.
+hit_budget, prompt_tokens (when the generations have it); the metadata carries the generations'
+`compute` facts (docs/COMPUTE.md).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import time
 import pandas as pd
 
 from pipeline.core import config
-from pipeline.core.artifacts import read_table, spec_argument, write_table
+from pipeline.core.artifacts import read_provenance, read_table, spec_argument, write_table
 from pipeline.grading.answers import KEYS, available_cores, grade_many, prefix_tail
 
 CARRIED = ["thinking_tokens", "answer_tokens", "hit_budget"]
 REQUIRED = KEYS + ["gold", "answer"] + CARRIED
+OPTIONAL = ["prompt_tokens"]  # carried when present: the compute per problem (docs/COMPUTE.md)
 
 
 def shown_choices(generations: pd.DataFrame, benchmark: pd.DataFrame) -> list[list[str] | None]:
@@ -72,9 +74,18 @@ def grade_table(generations: pd.DataFrame, grader: str, timeout_s: float, worker
     out["rule"] = [v.rule for v in verdicts]
     out["status"] = [v.status for v in verdicts]
     out["correct"] = [v.correct for v in verdicts]
-    for column in CARRIED:
+    for column in CARRIED + [c for c in OPTIONAL if c in generations]:
         out[column] = generations[column].to_numpy()
     return out
+
+
+def compute_facts(generations) -> dict | None:
+    """The variant's compute facts the generate stage recorded (docs/COMPUTE.md); they ride along
+    in the grades' metadata for the aggregate stage. None for generations written without them."""
+    try:
+        return read_provenance(generations).get("compute")
+    except ValueError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     grades = grade_table(generations, spec["grader"], spec["timeout_s"], workers, benchmark)
     seconds = time.monotonic() - started
-    write_table(grades, args.out, spec)
+    write_table(grades, args.out, spec, compute=compute_facts(args.generations))
     counts = grades["status"].value_counts().to_dict()
     rules = grades["rule"].fillna("none").value_counts().to_dict()
     rate = len(grades) / max(seconds, 1e-9)

@@ -2,9 +2,9 @@
 
     python -m pipeline.stages.plots --table results/tables/main.csv --spec JSON --out-dir results/plots
 
-Per model (the spec is `config.table_slice`): accuracy_vs_budget-{model}.{png,svg} and
-accuracy_vs_sparsity-{model}.{png,svg}. With --leases, the run's GPU leases as
-gpu_timeline.{png,svg} (pipeline.reporting.gpu_timeline).
+Per model (the spec is `config.table_slice`): accuracy_vs_budget-{model}.{png,svg},
+accuracy_vs_sparsity-{model}.{png,svg} and accuracy_vs_compute-{model}.{png,svg}. With --leases,
+the run's GPU leases as gpu_timeline.{png,svg} (pipeline.reporting.gpu_timeline).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pandas as pd
 from pipeline.core import gpus
 from pipeline.core.artifacts import spec_argument
 from pipeline.reporting import gpu_timeline
-from pipeline.reporting.plots import accuracy_vs_budget, accuracy_vs_sparsity, plot_paths
+from pipeline.reporting.plots import accuracy_vs_budget, accuracy_vs_compute, accuracy_vs_sparsity, plot_paths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in spec["models"]:
         accuracy_vs_budget(table, model, spec, out_dir)
         accuracy_vs_sparsity(table, model, spec, out_dir)
+        accuracy_vs_compute(table, model, spec, out_dir)
         print(f"{model}: " + ", ".join(str(p) for p in plot_paths(out_dir, model)))
     if args.leases:
         leases = gpu_timeline.latest_run(gpu_timeline.read_leases(args.leases))
