@@ -111,6 +111,7 @@ def test_client_retries_and_gives_up_naming_the_endpoint():
         assert client.ask("?") == "CORRECT" and Flaky.calls == 3
     finally:
         server.shutdown()
+        server.server_close()  # refused from now on, not accepted and left unanswered until timeout_s
     gone = judge.Client(endpoint, "judge", None, spec(endpoint, retries=1)["judge"])
     with pytest.raises(judge.JudgeError, match=f"{endpoint} failed 2 times"):
         gone.ask("?")
