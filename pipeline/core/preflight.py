@@ -154,8 +154,10 @@ def model_facts(config: dict, name: str, reachable: bool) -> tuple[Facts, str | 
             return _facts_from(folder / "config.json", folder), None
         except (OSError, ValueError, KeyError):
             pass  # a stale manifest: its job reruns and says why
-    if "demo" in spec:
-        return Facts(depth=spec["demo"]["layers"]), None
+    if "demo" in spec:  # not built yet: its settings say what it will be
+        from pipeline.models.demo_model import POSITIONS
+
+        return Facts(depth=spec["demo"]["layers"], context=POSITIONS), None
     if "path" in spec:
         folder = Path(spec["path"]).expanduser()
         problem = file_problem(f"{key}.path", str(folder / "config.json"),
