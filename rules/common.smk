@@ -32,10 +32,12 @@ CHECKPOINT_KEEP = config["pruning"]["keep_checkpoints"]
 
 
 def trained_model(wildcards):
-    """A demo model with `train` is trained by its own rule; the manifest points at it."""
-    if cfg.is_trained_demo(config, wildcards.model):
+    """A demo model with `train` is trained by its own rule, unless the shipped copy
+    (models.*.demo.shipped) was made at the current settings; the manifest points at either."""
+    if cfg.trains_demo(config, wildcards.model):
         return f"results/models/{wildcards.model}/trained"
-    return []
+    shipped = cfg.shipped_model(cfg.model_source(config, wildcards.model))
+    return [str(shipped / "model.safetensors")] if shipped else []
 
 
 def manifest_path(model):
@@ -120,7 +122,7 @@ def final_targets():
     for kind in ("accuracy_vs_budget", "accuracy_vs_sparsity"):
         targets += plot_outputs(kind, "png") + plot_outputs(kind, "svg")
     for model in config["models"]:
-        if cfg.is_trained_demo(config, model):
+        if cfg.trains_demo(config, model):
             targets += [
                 f"results/plots/training_loss-{model}.{fmt}" for fmt in ("png", "svg")
             ]
