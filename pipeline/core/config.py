@@ -461,6 +461,9 @@ def _semantic_problems(config: dict) -> list[str]:
         problems.append(f"demo_task.min_terms: {task['min_terms']} exceeds demo_task.max_terms {task['max_terms']}. "
                         "Fix: lower min_terms or raise max_terms")
     for name, model in config["models"].items():
+        if config["perplexity"]["enabled"] and config["perplexity"]["text"] == "demo_task" and not is_trained_demo(config, name):
+            problems.append(f"perplexity.text: demo_task scores what a trained demo model writes; model {name} is not "
+                            "one. Fix: give a text file or wikitext2, or set perplexity.enabled: false")
         if is_trained_demo(config, name) and model["template"] != "qwen3":
             problems.append(f"models.{name}.template: a trained demo model thinks in the Qwen3 format. "
                             "Fix: set template: qwen3")
@@ -582,7 +585,7 @@ def shipped_model(source: dict) -> Path | None:
     try:
         record = json.loads((Path(folder) / SHIPPED_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None  # no record: train (the preflight names a missing folder)
+        return None  # no record: train (the config check names a missing folder)
     return Path(folder) if record.get("settings_hash") == spec_hash(training_settings(source)) else None
 
 

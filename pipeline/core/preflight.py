@@ -349,7 +349,9 @@ def problems(config: dict, jobs: list[tuple[str, dict]], local: bool = True) -> 
                                      f"set {key}.source: file and {key}.path to a local text file"))
         elif rule == "perplexity" and "perplexity.text" not in found:
             text = config["perplexity"]["text"]
-            if text == "wikitext2":
+            if text == "demo_task":
+                pass  # drawn from the task: nothing to read
+            elif text == "wikitext2":
                 add("perplexity.text", hub.problem(CALIBRATION_REPOS["wikitext2"], None, "dataset", "perplexity.text",
                                                    "set perplexity.text to a local text file, or perplexity.enabled: false"))
             else:
