@@ -15,6 +15,7 @@ rule aggregate:
         ),
         pivots=pivot_outputs("csv"),
         markdown=pivot_outputs("md"),
+        seeds=[f"results/tables/{name}" for name in tables.SEED_SPREAD],
     log:
         "results/logs/aggregate/main.log",
     benchmark:

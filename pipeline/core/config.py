@@ -658,8 +658,24 @@ def grading_slice(config: dict, benchmark: str) -> dict:
     return {"benchmark": benchmark, "grader": benchmark_slice(config, benchmark)["definition"]["grader"], **config["grading"]}
 
 
+def training_seeds(config: dict) -> dict[str, dict]:
+    """Trained demo models -> {family, seed}: models whose settings differ only in their seeds
+    (the initial weights' and the training's, models.*.demo.seed and .train.seed) form a family,
+    named by its first model; the tables show the spread across it. `seed` is the training's."""
+    out, families = {}, {}
+    for name in config["models"]:
+        if is_trained_demo(config, name):
+            settings = training_settings(model_source(config, name))
+            seed = settings["demo"]["train"]["seed"]
+            key = canonical_json({**settings, "demo": {**settings["demo"], "seed": None, "train": {
+                **settings["demo"]["train"], "seed": None}}})
+            out[name] = {"family": families.setdefault(key, name), "seed": seed}
+    return out
+
+
 def table_slice(config: dict) -> dict:
     return {
+        "training": training_seeds(config),
         "models": list(config["models"]),
         "variants": {name: config["variants"][name] for name in config["variants"]},
         "benchmarks": list(config["benchmarks"]),
