@@ -32,8 +32,9 @@ CHECKPOINT_KEEP = config["pruning"]["keep_checkpoints"]
 
 
 def trained_model(wildcards):
-    """A demo model with `train` is trained by its own rule, unless the shipped copy
-    (models.*.demo.shipped) was made at the current settings; the manifest points at either."""
+    """A demo model with `train` is trained by its own rule, unless its shipped copy was made
+    at the current settings (models.*.demo.shipped); the manifest points at either one.
+    """
     if cfg.trains_demo(config, wildcards.model):
         return f"results/models/{wildcards.model}/trained"
     shipped = cfg.shipped_model(cfg.model_source(config, wildcards.model))
