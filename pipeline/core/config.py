@@ -676,6 +676,8 @@ def training_seeds(config: dict) -> dict[str, dict]:
 def table_slice(config: dict) -> dict:
     return {
         "training": training_seeds(config),
+        # blocks per model where the config says it (demo models): structured pruning's sparsity
+        "depths": {name: spec["demo"]["layers"] for name, spec in config["models"].items() if "demo" in spec},
         "models": list(config["models"]),
         "variants": {name: config["variants"][name] for name in config["variants"]},
         "benchmarks": list(config["benchmarks"]),
