@@ -178,7 +178,7 @@ def jobs(config: dict) -> dict[str, list[dict]]:
         "train_demo", "base_model", "benchmark_data", "calibration", "stats_weights", "stats_activations", "masks",
         "export", "perplexity", "generate", "grade", "aggregate", "plots", "all")}
     for model in models:
-        if cfg.is_trained_demo(config, model):
+        if cfg.trains_demo(config, model):
             out["train_demo"].append({"model": model})
         out["base_model"].append({"model": model})
         calibrations, stats = set(), set()

@@ -16,6 +16,7 @@ rule aggregate:
         pivots=pivot_outputs("csv"),
         markdown=pivot_outputs("md"),
         equal_compute=equal_compute_outputs(),
+        seeds=[f"results/tables/{name}" for name in tables.SEED_SPREAD],
     log:
         "results/logs/aggregate/main.log",
     benchmark:

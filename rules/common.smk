@@ -33,10 +33,13 @@ CHECKPOINT_KEEP = config["pruning"]["keep_checkpoints"]
 
 
 def trained_model(wildcards):
-    """A demo model with `train` is trained by its own rule; the manifest points at it."""
-    if cfg.is_trained_demo(config, wildcards.model):
+    """A demo model with `train` is trained by its own rule, unless its shipped copy was made
+    at the current settings (models.*.demo.shipped); the manifest points at either one.
+    """
+    if cfg.trains_demo(config, wildcards.model):
         return f"results/models/{wildcards.model}/trained"
-    return []
+    shipped = cfg.shipped_model(cfg.model_source(config, wildcards.model))
+    return [str(shipped / "model.safetensors")] if shipped else []
 
 
 def manifest_path(model):
@@ -151,7 +154,7 @@ def final_targets():
         targets += plot_outputs(kind, "png") + plot_outputs(kind, "svg")
     targets += gpu_timeline_outputs()
     for model in config["models"]:
-        if cfg.is_trained_demo(config, model):
+        if cfg.trains_demo(config, model):
             targets += [
                 f"results/plots/training_loss-{model}.{fmt}" for fmt in ("png", "svg")
             ]

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from pipeline.data import benchmarks, demo_task
+from pipeline.data import benchmarks, demo_task, demo_transcripts
 from pipeline.generation import templates
 from pipeline.models import demo_model
 from pipeline.stages import train_demo
@@ -68,7 +68,7 @@ def test_training_prompt_is_the_benchmark_prompt():
     problem = demo_task.Problem(4, 4, 9)
     letters = set()
     for seed in range(12):
-        user, letter, options = train_demo._render_choices(problem, random.Random(seed))
+        user, letter, options = demo_transcripts.render_choices(problem, random.Random(seed))
         lines = user.split("\n\n")[1].splitlines()
         assert user.startswith(problem.text + "\n\nA) ") and lines == [f"{l}) {o}" for l, o in zip("ABCD", options)]
         assert options["ABCD".index(letter)] == str(problem.answer)
@@ -77,19 +77,19 @@ def test_training_prompt_is_the_benchmark_prompt():
 
 
 def _learned(ids, labels, bound) -> str:
-    return bound.decode([i for i, label in zip(ids, labels) if label != train_demo.IGNORE])
+    return bound.decode([i for i, label in zip(ids, labels) if label != demo_transcripts.IGNORE])
 
 
 def test_natural_example_learns_thinking_end_and_answer(bound):
     settings = {**train_demo.TRAIN_DEFAULTS, "forced_fraction": 0, "wait_fraction": 0, "choice_fraction": 0,
                 "prompt_loss": False}
     problem = demo_task.Problem(1, 2, 2)
-    ids, labels = train_demo.example(bound, problem, random.Random(0), settings)
+    ids, labels = demo_transcripts.example(bound, problem, random.Random(0), settings)
     text = bound.decode(ids)
     assert text == bound.decode(bound.prompt_ids(problem.text)) + " b3 a5</think>\n\nThe answer is \\boxed{5}.<|im_end|>"
     # the text the workflow appends carries no loss; the prompt only with prompt_loss
     assert _learned(ids, labels, bound) == " b3 a5</think>The answer is \\boxed{5}.<|im_end|>"
-    ids, labels = train_demo.example(bound, problem, random.Random(0), {**settings, "prompt_loss": True})
+    ids, labels = demo_transcripts.example(bound, problem, random.Random(0), {**settings, "prompt_loss": True})
     assert _learned(ids, labels, bound) == bound.decode(ids).replace("</think>\n\n", "</think>")
 
 
@@ -98,7 +98,7 @@ def test_forced_example_learns_a_guess_after_the_forced_answer(bound):
     problem = demo_task.Problem(3, 9, 6)
     cuts = set()
     for seed in range(30):
-        ids, labels = train_demo.example(bound, problem, random.Random(seed), settings)
+        ids, labels = demo_transcripts.example(bound, problem, random.Random(seed), settings)
         text = bound.decode(ids)
         assert templates.QWEN3.forced_answer in text and text.endswith("}<|im_end|>")
         learned = _learned(ids, labels, bound)
@@ -119,7 +119,7 @@ def test_wait_example_closes_a_complete_chain_and_carries_on_an_early_stop(bound
     problem = demo_task.Problem(3, 9, 6)
     chain, kinds = "".join(problem.steps()), set()
     for seed in range(30):
-        ids, labels = train_demo.example(bound, problem, random.Random(seed), settings)
+        ids, labels = demo_transcripts.example(bound, problem, random.Random(seed), settings)
         text = bound.decode(ids)
         thinking = text.split("<think>\n", 1)[1].split("</think>")[0]
         before, after = thinking.split("Wait")
@@ -139,7 +139,7 @@ def test_choice_example_answers_with_the_option_text_the_letter_grader_reads(bou
     golds = set()
     for seed in range(20):
         problem = demo_task.Problem(seed % 10, 7, 1 + seed % 9)
-        ids, _ = train_demo.example(bound, problem, random.Random(seed), settings)
+        ids, _ = demo_transcripts.example(bound, problem, random.Random(seed), settings)
         text = bound.decode(ids)
         lines = text.split("<|im_end|>")[0].split("\n\n")[1].splitlines()
         options = [line.split(") ", 1)[1] for line in lines]
@@ -148,3 +148,19 @@ def test_choice_example_answers_with_the_option_text_the_letter_grader_reads(bou
         assert grading.grade_one(gold, answer, "choice", options).status == "correct", (answer, options)
         golds.add(gold)
     assert len(golds) > 1
+
+
+def test_heldout_transcripts_label_only_what_the_model_writes():
+    """Perplexity on the demo's held-out problems scores the thinking, its end and the answer:
+    not the prompt, not the text the workflow inserts."""
+    tokenizer = demo_model.build_tokenizer(512, corpus=train_demo.tokenizer_corpus(demo_task.DEFAULTS, 0))
+    bound = templates.bind(templates.QWEN3, tokenizer)
+    pairs = demo_transcripts.heldout(bound, demo_task.DEFAULTS, problems=20, seed=0)
+    assert pairs == demo_transcripts.heldout(bound, demo_task.DEFAULTS, problems=20, seed=0)
+    for ids, labels in pairs:
+        scored = bound.decode([i for i, label in zip(ids, labels) if label != demo_transcripts.IGNORE])
+        assert scored.startswith(" ") and "</think>The answer is \\boxed{" in scored and scored.endswith(".<|im_end|>")
+        assert "Each number" not in scored and "<|im_start|>" not in scored and "\n" not in scored
+    # a stream of its own: not the training problems'
+    first = demo_task.sample(demo_task.stream(0, "perplexity"))
+    assert first != demo_task.sample(demo_task.stream(0, "train")) or first.n == 1

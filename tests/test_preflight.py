@@ -172,3 +172,18 @@ def test_s1_rounds_of_the_largest_wait_setting_must_fit_the_context(tiny_model, 
         found = "\n".join(preflight.problems(cfg.prepare(config), jobs))
         assert ("generation.wait_rule s1 lets each of the 3 thinking rounds" in found) == refused, (times, found)
         assert ("generation.vllm.max_model_len" in found) == refused, found
+
+
+def test_demo_model_context_comes_from_its_settings_before_it_is_built(tmp_path, monkeypatch):
+    """A demo model has no config.json before it is built: its context is the demo's own."""
+    from pipeline.models.demo_model import POSITIONS
+
+    monkeypatch.chdir(ROOT)  # the demo's files are relative to the workflow's folder
+    config = cfg.load(ROOT / "config" / "demo.yaml")
+    monkeypatch.chdir(tmp_path)  # no results/ here: nothing built yet
+    config["calibration"]["task"]["length"] = POSITIONS + 904
+    facts, problem = preflight.model_facts(config, "chain-qwen3", reachable=True)
+    assert (facts.depth, facts.context, problem) == (4, POSITIONS, None)
+    found = "\n".join(preflight.problems(config, [("calibration", {"model": "chain-qwen3", "calibration": "task"})]))
+    assert f"calibration.task.length: {POSITIONS + 904} tokens, longer than model chain-qwen3's context of {POSITIONS}" in found
+    assert "Fix: set it to at most 4096" in found

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import json
 import os
 import sys
 from pathlib import Path
@@ -436,6 +437,12 @@ def _semantic_problems(config: dict) -> list[str]:
                     "Fix: raise hidden or head_dim, or lower heads"
                 )
             problems += depth_problems(config, name, demo["layers"])
+            if "shipped" in demo and "train" not in demo:
+                problems.append(f"{key}.demo.shipped: only a trained demo model (with train) is shipped. "
+                                "Fix: remove shipped, or add train")
+            elif "shipped" in demo and not Path(demo["shipped"]).is_dir():
+                problems.append(f"{key}.demo.shipped: {demo['shipped']} is not a folder. Fix: point it at a "
+                                f"folder that train_demo wrote (results/models/{name}/trained), or remove shipped")
     for name, spec in config["variants"].items():
         problems += variant_problems(name, spec)
         calibration = variant_calibration(config, name)
@@ -454,6 +461,9 @@ def _semantic_problems(config: dict) -> list[str]:
         problems.append(f"demo_task.min_terms: {task['min_terms']} exceeds demo_task.max_terms {task['max_terms']}. "
                         "Fix: lower min_terms or raise max_terms")
     for name, model in config["models"].items():
+        if config["perplexity"]["enabled"] and config["perplexity"]["text"] == "demo_task" and not is_trained_demo(config, name):
+            problems.append(f"perplexity.text: demo_task scores what a trained demo model writes; model {name} is not "
+                            "one. Fix: give a text file or wikitext2, or set perplexity.enabled: false")
         if is_trained_demo(config, name) and model["template"] != "qwen3":
             problems.append(f"models.{name}.template: a trained demo model thinks in the Qwen3 format. "
                             "Fix: set template: qwen3")
@@ -557,6 +567,37 @@ def is_trained_demo(config: dict, model: str) -> bool:
     return "train" in config["models"][model].get("demo", {})
 
 
+SHIPPED_RECORD = "training.json"  # in a trained model's folder: the settings it was made with
+
+
+def training_settings(source: dict) -> dict:
+    """What a trained demo model is made from (model_source() of it): its shape, its training
+    and its task; not where a shipped copy lies."""
+    return {"demo": {k: v for k, v in source["demo"].items() if k != "shipped"}, "task": source["task"]}
+
+
+def shipped_model(source: dict) -> Path | None:
+    """The shipped folder of a trained demo model (models.*.demo.shipped) when its training record
+    holds the current settings; None when the model is to be trained (rule train_demo)."""
+    folder = source.get("demo", {}).get("shipped")
+    if folder is None or "task" not in source:
+        return None
+    try:
+        record = json.loads((Path(folder) / SHIPPED_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # no record: train (the config check names a missing folder)
+    return Path(folder) if record.get("settings_hash") == spec_hash(training_settings(source)) else None
+
+
+def uses_shipped_model(config: dict, model: str) -> bool:
+    return is_trained_demo(config, model) and shipped_model(model_source(config, model)) is not None
+
+
+def trains_demo(config: dict, model: str) -> bool:
+    """Rule train_demo runs for this model: it trains and no shipped copy has its settings."""
+    return is_trained_demo(config, model) and not uses_shipped_model(config, model)
+
+
 def calibration_slice(config: dict, model: str, calibration: str) -> dict:
     spec = config["calibration"][calibration]
     slice_ = {"model": model_source(config, model), "calibration": spec}
@@ -583,8 +624,9 @@ def stats_slice(config: dict, model: str, kind: str) -> dict:
 
 
 def perplexity_slice(config: dict, model: str, variant: str) -> dict:
+    task = {"task": config["demo_task"]} if config["perplexity"]["text"] == "demo_task" else {}
     return {"model": model_source(config, model), "variant": variant, "dtype": config["models"][model]["dtype"],
-            "device": config["pruning"]["device"], **config["perplexity"]}
+            "device": config["pruning"]["device"], **config["perplexity"], **task}
 
 
 def export_slice(config: dict, model: str, variant: str) -> dict:
@@ -616,8 +658,26 @@ def grading_slice(config: dict, benchmark: str) -> dict:
     return {"benchmark": benchmark, "grader": benchmark_slice(config, benchmark)["definition"]["grader"], **config["grading"]}
 
 
+def training_seeds(config: dict) -> dict[str, dict]:
+    """Trained demo models -> {family, seed}: models whose settings differ only in their seeds
+    (the initial weights' and the training's, models.*.demo.seed and .train.seed) form a family,
+    named by its first model; the tables show the spread across it. `seed` is the training's."""
+    out, families = {}, {}
+    for name in config["models"]:
+        if is_trained_demo(config, name):
+            settings = training_settings(model_source(config, name))
+            seed = settings["demo"]["train"]["seed"]
+            key = canonical_json({**settings, "demo": {**settings["demo"], "seed": None, "train": {
+                **settings["demo"]["train"], "seed": None}}})
+            out[name] = {"family": families.setdefault(key, name), "seed": seed}
+    return out
+
+
 def table_slice(config: dict) -> dict:
     return {
+        "training": training_seeds(config),
+        # blocks per model where the config says it (demo models): structured pruning's sparsity
+        "depths": {name: spec["demo"]["layers"] for name, spec in config["models"].items() if "demo" in spec},
         "models": list(config["models"]),
         "variants": {name: config["variants"][name] for name in config["variants"]},
         "benchmarks": list(config["benchmarks"]),

@@ -178,8 +178,10 @@ def model_facts(config: dict, name: str, reachable: bool) -> tuple[Facts, str | 
             return _facts_from(folder / "config.json", folder), None
         except (OSError, ValueError, KeyError):
             pass  # a stale manifest: its job reruns and says why
-    if "demo" in spec:
-        return Facts(depth=spec["demo"]["layers"]), None
+    if "demo" in spec:  # not built yet: its settings say what it will be
+        from pipeline.models.demo_model import POSITIONS
+
+        return Facts(depth=spec["demo"]["layers"], context=POSITIONS), None
     if "path" in spec:
         folder = Path(spec["path"]).expanduser()
         problem = file_problem(f"{key}.path", str(folder / "config.json"),
@@ -372,7 +374,9 @@ def problems(config: dict, jobs: list[tuple[str, dict]], local: bool = True, gpu
                                      f"set {key}.source: file and {key}.path to a local text file"))
         elif rule == "perplexity" and "perplexity.text" not in found:
             text = config["perplexity"]["text"]
-            if text == "wikitext2":
+            if text == "demo_task":
+                pass  # drawn from the task: nothing to read
+            elif text == "wikitext2":
                 add("perplexity.text", hub.problem(CALIBRATION_REPOS["wikitext2"], None, "dataset", "perplexity.text",
                                                    "set perplexity.text to a local text file, or perplexity.enabled: false"))
             else:

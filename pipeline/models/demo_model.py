@@ -37,6 +37,7 @@ CHAT_TEMPLATE = (
 # every variant sample the same tokens under the same seed, hiding what pruning changes.
 DEFAULTS = {"layers": 4, "hidden": 64, "heads": 2, "kv_heads": 1, "intermediate": 128,
             "vocab": 512, "architecture": "qwen3", "seed": 0, "init_std": 0.3}
+POSITIONS = 4096  # every demo model's context (max_position_embeddings)
 
 
 def _corpus(seed: int, lines: int = 3000) -> list[str]:
@@ -97,7 +98,7 @@ def make_model(spec: dict, tokenizer):
     common = dict(
         vocab_size=len(tokenizer), hidden_size=spec["hidden"], intermediate_size=spec["intermediate"],
         num_hidden_layers=spec["layers"], num_attention_heads=spec["heads"],
-        num_key_value_heads=spec["kv_heads"], max_position_embeddings=4096,
+        num_key_value_heads=spec["kv_heads"], max_position_embeddings=POSITIONS,
         tie_word_embeddings=False, bos_token_id=None, initializer_range=spec["init_std"],
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),

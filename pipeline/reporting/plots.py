@@ -8,7 +8,9 @@ Per model (the spec is `config.table_slice`):
                                             setting, one line style per setting
     accuracy_vs_sparsity-{model}.{png,svg}  at the largest budget (and the smallest Wait
                                             setting): a line per unstructured method and
-                                            allocation, from dense at sparsity 0
+                                            allocation, from dense at sparsity 0; for a model of
+                                            known depth (demo models), removed blocks as points
+                                            at the share of block parameters they hold
     accuracy_vs_compute-{model}.{png,svg}   accuracy against mean FLOPs per problem (log scale),
                                             a line per variant through its budgets, a row
                                             per accounting (docs/COMPUTE.md)
@@ -132,7 +134,13 @@ def accuracy_vs_sparsity(table: pd.DataFrame, model: str, spec: dict, out_dir: P
     unstructured = part[part["sparsity"].notna() & (part["method"] != "dense")]
     families = unstructured[["method", "allocation"]].drop_duplicates().itertuples(index=False)
     families = list(families)
-    styles = line_styles([f"{method} ({allocation})" for method, allocation in families], set())
+    # removing k of a model's L blocks removes the fraction k / L of its block parameters: shown
+    # at that sparsity, beside the unstructured methods (paper A compares them so)
+    depth = spec.get("depths", {}).get(model)
+    structured = part[part["layers"].notna() & (part["method"] != "dense")] if depth else part.iloc[:0]
+    names = labels(structured, spec)
+    styles = line_styles([f"{method} ({allocation})" for method, allocation in families]
+                         + sorted(set(names.values())), set())
     for benchmark, ax in axes.items():
         base = dense[dense["benchmark"] == benchmark].head(1)
         for method, allocation in families:
@@ -141,12 +149,18 @@ def accuracy_vs_sparsity(table: pd.DataFrame, model: str, spec: dict, out_dir: P
             line = pd.concat([base.assign(sparsity=0.0), line]).sort_values("sparsity")
             name = f"{method} ({allocation})"
             _draw(ax, line["sparsity"], line, name, styles[name])
+        for variant, point in structured[structured["benchmark"] == benchmark].groupby("variant", sort=False):
+            style, x = styles[names[variant]], point["layers"] / depth
+            ax.errorbar(x, point["accuracy"], yerr=[(point["accuracy"] - point["ci_low"]).clip(lower=0),
+                                                    (point["ci_high"] - point["accuracy"]).clip(lower=0)],
+                        label=names[variant], color=style["color"], marker=style["marker"], markersize=8,
+                        linestyle="none", capsize=3, zorder=style["zorder"])
         if not base.empty:
             ax.plot([0.0], base["accuracy"], marker="o", color="black", markersize=8, linestyle="none",
                     label="dense", zorder=6)
         if not families:
             ax.text(0.5, 0.5, "no unstructured variants", transform=ax.transAxes, ha="center", alpha=0.6)
-        _style(ax, benchmark, "sparsity")
+        _style(ax, benchmark, "share of block parameters removed" if depth else "sparsity")
     wait = f", {wait_label(settings[0])}" if len(settings) > 1 else ""
     _finish(fig, axes, f"{model}: accuracy vs sparsity (thinking budget {budget}{wait})",
             out_dir / f"accuracy_vs_sparsity-{model}")

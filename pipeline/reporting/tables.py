@@ -3,6 +3,7 @@ variants as rows, benchmarks as columns.
 
     results/tables/pivot-{model}-{budget}.csv   accuracy (empty where the cell is missing)
     results/tables/pivot-{model}-{budget}.md    accuracy ± std over seeds, delta vs dense
+    results/tables/training_seeds.csv|md        trained demo models: mean, min, max across training seeds
 
 With several Wait settings (generation.wait.times: [0, 1, ...]) there is one pair per model,
 budget and setting, named pivot-{model}-{budget}-wait{setting}.csv|md.
@@ -137,3 +138,43 @@ def write_pivots(table: pd.DataFrame, spec: dict, out_dir: str | Path) -> list[P
             tmp.write_text(_markdown(table, model, budget, spec, setting))
         written += [csv_path, md_path]
     return written
+
+
+SEED_SPREAD = ("training_seeds.csv", "training_seeds.md")
+_SPREAD_OF = ["accuracy", "pass@4", "perplexity"]
+
+
+def seed_spread(table: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """Per cell of a family of trained demo models that differ only in their training seed
+    (config.training_seeds): mean, min and max across the seeds, so that a reader sees which
+    figures hold for every seed and which are one training run's."""
+    training = spec.get("training", {})
+    part = table[table["model"].isin(training) & (table["status"] != "missing")]
+    keys = ["family", "variant", "benchmark", "budget", "wait_times"]
+    columns = [c for c in _SPREAD_OF if c in part.columns]
+    if part.empty:
+        return pd.DataFrame(columns=keys + ["training_seeds"] + [f"{c}_{s}" for c in columns for s in ("mean", "min", "max")])
+    part = part.assign(family=part["model"].map(lambda m: training[m]["family"]),
+                       training_seed=part["model"].map(lambda m: training[m]["seed"]))
+    grouped = part.groupby(keys, sort=False)
+    out = grouped[columns].agg(["mean", "min", "max"])
+    out.columns = [f"{c}_{s}" for c, s in out.columns]
+    out.insert(0, "training_seeds", grouped["training_seed"].agg(lambda s: " ".join(str(v) for v in sorted(s))))
+    return out.reset_index()
+
+
+def write_seed_spread(table: pd.DataFrame, spec: dict, out_dir: str | Path) -> list[Path]:
+    """tables/training_seeds.csv and .md: the spread across training seeds (empty without
+    trained demo models)."""
+    spread = seed_spread(table, spec)
+    csv_path, md_path = (Path(out_dir) / name for name in SEED_SPREAD)
+    with atomic_path(csv_path) as tmp:
+        spread.to_csv(tmp, index=False)
+    lines = ["### accuracy across training seeds: mean [min, max]", "",
+             "| family | variant | benchmark | budget | Wait | seeds | accuracy |", "|---|---|---|---|---|---|---|"]
+    for row in spread.itertuples(index=False):
+        lines.append(f"| {row.family} | {row.variant} | {row.benchmark} | {row.budget} | {row.wait_times} | "
+                     f"{row.training_seeds} | {row.accuracy_mean:.3f} [{row.accuracy_min:.3f}, {row.accuracy_max:.3f}] |")
+    with atomic_path(md_path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return [csv_path, md_path]

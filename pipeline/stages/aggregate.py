@@ -232,6 +232,7 @@ def main_table(grades: pd.DataFrame, spec: dict, perplexity: pd.DataFrame | None
             for benchmark, budget, setting in itertools.product(spec["benchmarks"], spec["budgets"], settings):
                 key = (model, variant, benchmark, budget, setting)
                 row = dict(zip(CELL, key), **{f: vspec.get(f) for f in VARIANT_FIELDS}, **per_variant)
+                row["training_seed"] = spec.get("training", {}).get(model, {}).get("seed")  # trained demo models
                 cell = cells.get(key)
                 if cell is None or cell.empty:
                     row.update(status="missing", missing="no grades for this cell")
@@ -342,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     written += equal_compute.write(grades.assign(problem_id=grades["problem_id"].astype(str),
                                                  correct=grades["correct"].astype(bool)),
                                    table, spec, Path(args.out).parent)
+    written += tables.write_seed_spread(table, spec, Path(args.out).parent)
     print(f"{len(table)} cells ({len(incomplete)} not complete) -> {args.out}; pivots: {len(written)} files")
     return 0
 

@@ -6,7 +6,11 @@
 `spec`: {dtype, length (window, default 2048), device (auto|cpu|cuda), ...}; other keys are
 stored as provenance only. A text file is tokenised as one stream and cut into windows of
 `length` tokens (a shorter tail is dropped, as in the published wikitext-2 numbers); each
-sequence of a calibration Parquet is cut into windows of at most `length` tokens. Perplexity = exp(mean next-token loss over all predicted tokens).
+sequence of a calibration Parquet is cut into windows of at most `length` tokens. Perplexity =
+exp(mean next-token loss over all predicted tokens). `--text demo_task` (a trained demo model)
+scores `problems` held-out worked problems of spec["task"], each its own window, on the tokens
+the model writes (thinking, end of thinking, answer; pipeline.data.demo_transcripts), not the
+prompt or the text the workflow inserts.
 Output: one row with perplexity, tokens (predicted tokens), windows.
 """
 
@@ -57,14 +61,27 @@ def _cut(ids: list[int], length: int, what: str) -> list[list[int]]:
     return out
 
 
-def perplexity(model, chunks: list[list[int]], device: str = "cpu") -> dict:
+def demo_transcripts(tokenizer, spec: dict) -> tuple[list[list[int]], list[list[int]]]:
+    """The held-out worked problems as windows, and their labels (IGNORE where not scored)."""
+    from pipeline.data import demo_transcripts as transcripts
+    from pipeline.generation import templates
+
+    bound = templates.bind(templates.QWEN3, tokenizer)
+    pairs = transcripts.heldout(bound, spec.get("task", {}), int(spec.get("problems", 200)), int(spec.get("seed", 0)))
+    return [ids for ids, _ in pairs], [labels for _, labels in pairs]
+
+
+def perplexity(model, chunks: list[list[int]], device: str = "cpu", labels: list[list[int]] | None = None) -> dict:
+    """exp(mean loss) over each window's next tokens; with `labels`, only where a label is not
+    IGNORE (-100)."""
     nll, tokens = 0.0, 0
     with torch.no_grad():
         for i, ids in enumerate(chunks):
             x = torch.tensor([ids], device=device)
+            target = x[0, 1:] if labels is None else torch.tensor(labels[i][1:], device=device)
             logits = model(input_ids=x, use_cache=False).logits[0, :-1].float()
-            nll += torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="sum").item()
-            tokens += len(ids) - 1
+            nll += torch.nn.functional.cross_entropy(logits, target, reduction="sum", ignore_index=-100).item()
+            tokens += int((target != -100).sum())
             print(f"window {i + 1}/{len(chunks)}", file=sys.stderr, flush=True)
     return {"perplexity": math.exp(nll / tokens), "tokens": tokens, "windows": len(chunks)}
 
@@ -72,7 +89,7 @@ def perplexity(model, chunks: list[list[int]], device: str = "cpu") -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="model manifest or checkpoint folder")
-    parser.add_argument("--text", required=True, help="a text file, a calibration Parquet, or wikitext2 (its test split)")
+    parser.add_argument("--text", required=True, help="a text file, a calibration Parquet, wikitext2 (its test split) or demo_task")
     parser.add_argument("--spec", required=True, help="JSON (or @file): {dtype, length, device}")
     parser.add_argument("--out", required=True, help="results/perplexity/M/V.parquet")
     args = parser.parse_args(argv)
@@ -80,7 +97,12 @@ def main(argv=None) -> None:
     config.or_exit(config.check_stage, "perplexity", spec)  # the workflow's own refusals, before loading
     device = resolve_device(spec.get("device", "auto"))
     model = load_model(args.model, dtype=spec.get("dtype", "float32"), device=device)
-    result = perplexity(model, windows(args.text, load_tokenizer(args.model), int(spec.get("length", 2048))), device)
+    tokenizer = load_tokenizer(args.model)
+    if args.text == "demo_task":
+        chunks, labels = demo_transcripts(tokenizer, spec)
+    else:
+        chunks, labels = windows(args.text, tokenizer, int(spec.get("length", 2048))), None
+    result = perplexity(model, chunks, device, labels)
     write_table(pd.DataFrame([result]), args.out, spec)
     print(f"perplexity {result['perplexity']:.4f} over {result['tokens']} tokens in {result['windows']} windows")
 

@@ -6,13 +6,15 @@
 settings}. The model learns to think in the Qwen3 format (`<think>` ... `</think>`, then the
 answer in \\boxed{}) exactly as `pipeline.generation.templates` prompts it, and to answer with its best
 guess when budget forcing cuts its thinking. Training is deterministic for a seed (one thread
-order: the same machine gives the same weights). The folder gets the weights, the tokenizer
-and `training.parquet` (step, loss, tokens, seconds) for the report.
+order: the same machine gives the same weights). The folder gets the weights, the tokenizer,
+`training.parquet` (step, loss, tokens, seconds) for the report and `training.json` (the settings
+it was made with, see pipeline.core.config.shipped_model).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import sys
@@ -22,11 +24,11 @@ from pathlib import Path
 from pipeline.core import config
 from pipeline.core.artifacts import atomic_dir, spec_argument, write_table
 from pipeline.data import demo_task
+from pipeline.data.demo_transcripts import IGNORE, example
 from pipeline.generation import templates
 from pipeline.models import demo_model
 
 TRAIN_DEFAULTS = config.schema_defaults("models.*.demo.train")
-IGNORE = -100
 
 
 def tokenizer_corpus(task: dict, seed: int) -> list[str]:
@@ -41,57 +43,6 @@ def tokenizer_corpus(task: dict, seed: int) -> list[str]:
                             zip(demo_task.CHOICE_LETTERS, demo_task.choices(problem, rng)))
         lines += [problem.text, options, thinking, answer]
     return lines
-
-
-def _render_choices(problem: demo_task.Problem, rng: random.Random) -> tuple[str, str, list[str]]:
-    """The multiple-choice user turn exactly as the benchmark stage renders it (same code, a
-    random shuffle), its correct letter and the options in the order shown."""
-    from pipeline.data.benchmarks import render_question
-
-    row = {"id": problem.id, "problem": problem.text, "answer": str(problem.answer),
-           "choices": demo_task.choices(problem, rng)}
-    user, letter, order = render_question(row, seed=rng.randrange(2**31))
-    return user, letter, [row["choices"][i] for i in order]
-
-
-def example(bound: templates.Bound, problem: demo_task.Problem, rng: random.Random, settings: dict):
-    """One training sequence (ids, labels): the text that the workflow itself appends (forced
-    answer, Wait) carries no loss; what the model writes does, and the prompt with prompt_loss."""
-    # multiple choice is answered with the option's text, which the letter grader reads as that
-    # option (docs/GRADING.md): a model this small does not learn to look the letter up within
-    # the training budget (docs/DEMO.md has the measurements)
-    user = _render_choices(problem, rng)[0] if rng.random() < settings["choice_fraction"] else problem.text
-    steps = problem.steps()
-    # the prompt is learned too (the model then predicts the whole conversation, so perplexity
-    # on worked problems means something); what the workflow appends is not
-    pieces: list[tuple[list[int], bool]] = [(bound.prompt_ids(user), settings["prompt_loss"])]
-    kind = rng.random()
-    if kind < settings["forced_fraction"]:
-        # budget forcing cut the thinking after `done` steps (at a token boundary in the next one)
-        done = rng.randrange(len(steps))
-        cut = bound.encode(steps[done])[: rng.randrange(len(bound.encode(steps[done])))]
-        pieces += [(bound.encode("".join(steps[:done])) + cut, True), (bound.answer_ids(forced=True), False),
-                   (bound.encode(f" \\boxed{{{problem.partial_sum(done)}}}"), True)]
-    else:
-        thinking, answer = demo_task.solution_text(problem)
-        if kind < settings["forced_fraction"] + settings["wait_fraction"]:
-            # the Wait extension: the workflow replaces an end of thinking by "Wait". Half the
-            # time the chain was complete and the model closes again; otherwise the thinking had
-            # stopped early and the model carries the chain on from where it stood
-            done = len(steps) if len(steps) == 1 or rng.random() < 0.5 else rng.randrange(1, len(steps))
-            pieces += [(bound.encode("".join(steps[:done])), True), (bound.wait_ids, False)]
-            if done < len(steps):
-                pieces.append((bound.encode("".join(steps[done:])), True))
-        else:
-            pieces.append((bound.encode(thinking), True))
-        pieces += [([bound.think_end_id], True), (bound.answer_ids(forced=False)[1:], False),
-                   (bound.encode(answer), True)]
-    pieces.append((bound.eos_ids[:1], True))
-    ids, labels = [], []
-    for part, learn in pieces:
-        ids += part
-        labels += part if learn else [IGNORE] * len(part)
-    return ids, labels
 
 
 def batches(bound, task: dict, settings: dict, pool: int = 8):
@@ -123,7 +74,7 @@ def train(spec: dict, out_dir: str | Path, progress=print) -> list[dict]:
     """Train the demo model of `spec` and save it to `out_dir`; return the loss history."""
     import torch
 
-    demo = {**demo_model.DEFAULTS, **{k: v for k, v in spec["demo"].items() if k != "train"}}
+    demo = {**demo_model.DEFAULTS, **{k: v for k, v in spec["demo"].items() if k not in ("train", "shipped")}}
     settings = {**TRAIN_DEFAULTS, **spec["demo"].get("train", {})}
     task = {**demo_task.DEFAULTS, **spec.get("task", {})}
     torch.manual_seed(settings["seed"])
@@ -162,6 +113,20 @@ def train(spec: dict, out_dir: str | Path, progress=print) -> list[dict]:
     return history
 
 
+def record(spec: dict, history: list[dict]) -> dict:
+    """The training record kept beside the weights: the settings (and their hash, which decides
+    whether a shipped copy stands for a config's model), the final loss and where it was made."""
+    import platform
+
+    import torch
+
+    settings = config.training_settings(spec)
+    last = [row["loss"] for row in history[-25:]]
+    return {"settings": settings, "settings_hash": config.spec_hash(settings), "steps": len(history),
+            "final_loss": sum(last) / len(last), "seconds": round(history[-1]["seconds"], 1),
+            "machine": platform.machine(), "torch": torch.__version__}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spec", required=True, help="JSON (or @file): {demo: {..., train: {...}}, task: {...}}")
@@ -178,7 +143,9 @@ def main(argv=None) -> None:
     spec = spec_argument(args.spec)
     config.or_exit(config.check_stage, "train_demo", spec)  # the workflow's own refusals, before training
     with atomic_dir(out) as partial:
-        history = pd.DataFrame(train(spec, partial, progress=lambda line: print(line, flush=True)))
+        rows = train(spec, partial, progress=lambda line: print(line, flush=True))
+        (Path(partial) / config.SHIPPED_RECORD).write_text(json.dumps(record(spec, rows), indent=2, sort_keys=True) + "\n")
+        history = pd.DataFrame(rows)
         write_table(history, Path(partial) / "training.parquet", spec=spec, seed=spec["demo"]["train"].get("seed"))
     if args.plot:
         from pipeline.reporting.plots import training_loss
