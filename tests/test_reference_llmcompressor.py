@@ -6,6 +6,7 @@ the repository root); tests skip when it is absent or lacks llmcompressor.
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,10 +47,63 @@ CASES = [
     ("sparsegpt", 0.5, "2:4"),
     ("sparsegpt", [0.3, 0.6, 0.45, 0.2], None),
 ]
+SAMPLES = torch.randint(0, 500, (8, 48), generator=torch.Generator().manual_seed(1)).tolist()
 
 
-def _compare(reference_python, path, tmp_path, method, sparsity, nm, causal=True):
-    """Run the reference and ours on `path`; assert every mask and every pruned weight equal.
+def _model(architecture, tiny_model_factory, folder):
+    """The tiny model a case prunes: test_masks_identical_to_llmcompressor's dense models,
+    or tiny_models' mixture-of-experts, mixed-attention and fused-projection ones."""
+    if architecture in tiny_models.ARCHITECTURES:
+        return tiny_models.build(folder / architecture, architecture)
+    return tiny_model_factory(architecture=architecture, hidden=128, heads=4, kv_heads=2, intermediate=256)
+
+
+def _case(architecture, method, sparsity, nm):
+    return architecture, method, json.dumps(sparsity), nm  # json: a list of sparsities is a key too
+
+
+@pytest.fixture(scope="module")
+def reference(request, reference_python, tiny_model_factory, tmp_path_factory):
+    """llmcompressor's result for every selected case of this module, by _case: {"model":
+    folder, "result": RESULT.npz path (absent if the job failed), "ended": how the reference
+    process ended, "log": the job's stderr}.
+
+    One reference process runs every case (--jobs): its imports (~10 s) cost more than a
+    case's pruning, so one process per case spent most of this module's time importing. The
+    script starts each job afresh (bit-identical to one process per case). Only the cases
+    pytest selected run, so -k stays cheap."""
+    folder = tmp_path_factory.mktemp("reference")
+    (folder / "samples.json").write_text(json.dumps(SAMPLES))
+    cases = []
+    for item in request.session.items:
+        params = getattr(item, "callspec", None) and item.callspec.params
+        if item.module is request.module and params and "architecture" in params:
+            case = _case(params["architecture"], params["method"], params.get("sparsity", 0.5), params["nm"])
+            cases += [case] if case not in cases else []
+    models = {a: _model(a, tiny_model_factory, folder) for a in dict.fromkeys(c[0] for c in cases)}
+    jobs = [{"model": str(models[architecture]), "samples": str(folder / "samples.json"), "method": method,
+             "sparsity": json.loads(sparsity), "nm": nm or "0:0", "out": str(folder / f"{i}.npz")}
+            for i, (architecture, method, sparsity, nm) in enumerate(cases)]
+    (folder / "jobs.json").write_text(json.dumps(jobs))
+    cmd = [str(reference_python), str(SCRIPT), "--jobs", str(folder / "jobs.json")]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                              timeout=600 + 120 * len(jobs))
+        stderr, ended = proc.stderr, f"exit status {proc.returncode}"
+    except subprocess.TimeoutExpired as e:  # keep the jobs that finished; fail the others
+        stderr = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr or ""
+        ended = f"timed out after {e.timeout} s"
+    # the script marks each job's start on stderr: give each case its own part (all of it
+    # for a job the process never began)
+    logs = re.split(r"^=== job \d+ ===$", stderr, flags=re.M)[1:]
+    return {case: {"model": models[case[0]], "result": Path(job["out"]), "ended": ended,
+                   "log": logs[i] if i < len(logs) else stderr}
+            for i, (case, job) in enumerate(zip(cases, jobs))}
+
+
+def _compare(reference, architecture, method, sparsity, nm, causal=True):
+    """Ours on the case's model against the reference's result; assert every mask and every
+    pruned weight equal.
 
     Exact by construction: ours runs the reference's shapes and operations. One sequence per
     forward and per statistics update, as the reference (batch size 1; batched products round
@@ -62,15 +116,13 @@ def _compare(reference_python, path, tmp_path, method, sparsity, nm, causal=True
     no attention mask at all, so their attention sees later tokens; the stages keep the causal
     mask. To compare the rest of the method (experts' statistics, selection, updates) ours
     then drops the mask too; docs/REFERENCE_AGREEMENT.md has the figures with it kept."""
-    samples = torch.randint(0, 500, (8, 48), generator=torch.Generator().manual_seed(1)).tolist()
-    (tmp_path / "samples.json").write_text(json.dumps(samples))
-    cmd = [str(reference_python), str(SCRIPT), "--model", str(path), "--samples", str(tmp_path / "samples.json"),
-           "--method", method, "--sparsity", json.dumps(sparsity), "--nm", nm or "0:0", "--out", str(tmp_path / "ref.npz")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    theirs = np.load(tmp_path / "ref.npz")
+    ref = reference[_case(architecture, method, sparsity, nm)]
+    if not ref["result"].exists():  # this job failed: its own stderr (the traceback at its end)
+        pytest.fail(f"llmcompressor failed on {architecture} {method} {sparsity} {nm} (reference process: "
+                    f"{ref['ended']}):\n{ref['log'][-3000:]}")
+    theirs = np.load(ref["result"])
 
-    model = load_model(path)
+    model = load_model(ref["model"])
     model.set_attn_implementation("eager")
     blocks = decoder_layers(model)
     per_block = sparsity if isinstance(sparsity, list) else [sparsity] * len(blocks)
@@ -88,7 +140,7 @@ def _compare(reference_python, path, tmp_path, method, sparsity, nm, causal=True
     with pytest.MonkeyPatch.context() as mp:
         if not causal:
             mp.setattr(driver, "capture_inputs", maskless)
-        rows = prune_unstructured(model, method, target, nm_pair, samples, batch_tokens=1)
+        rows = prune_unstructured(model, method, target, nm_pair, SAMPLES, batch_tokens=1)
     assert len(rows) == len([k for k in theirs.files if "." in k]) == len(target)
     for row in rows:
         ref = theirs[f"{row['block']}.{row['name']}"]
@@ -100,19 +152,17 @@ def _compare(reference_python, path, tmp_path, method, sparsity, nm, causal=True
 
 @pytest.mark.parametrize("architecture", ["llama", "qwen2", "qwen3"])
 @pytest.mark.parametrize("method,sparsity,nm", CASES)
-def test_masks_identical_to_llmcompressor(reference_python, tiny_model_factory, tmp_path, architecture, method, sparsity, nm):
-    path = tiny_model_factory(architecture=architecture, hidden=128, heads=4, kv_heads=2, intermediate=256)
-    _compare(reference_python, path, tmp_path, method, sparsity, nm)
+def test_masks_identical_to_llmcompressor(reference, architecture, method, sparsity, nm):
+    _compare(reference, architecture, method, sparsity, nm)
 
 
 @pytest.mark.parametrize("architecture", ["qwen3_moe", "mixtral", "gemma3_text", "phi3"])
 @pytest.mark.parametrize("method,nm", [("wanda", None), ("wanda", "2:4"), ("sparsegpt", None), ("sparsegpt", "2:4")])
-def test_experts_and_mixed_attention_identical_to_llmcompressor(reference_python, tmp_path, architecture, method, nm):
+def test_experts_and_mixed_attention_identical_to_llmcompressor(reference, architecture, method, nm):
     """Mixture-of-experts (every expert's gate, up and down, statistics from every token as
     llmcompressor's default calibration), Gemma3's 5 sliding : 1 full attention, and Phi3's
     fused projections (Wanda's running mean in the reference's order)."""
-    path = tiny_models.build(tmp_path / "model", architecture)
-    _compare(reference_python, path, tmp_path, method, 0.5, nm, causal=architecture == "gemma3_text")
+    _compare(reference, architecture, method, 0.5, nm, causal=architecture == "gemma3_text")
 
 
 def test_speed_benchmark_runs_the_stage_path(reference_python):
