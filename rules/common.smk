@@ -147,7 +147,12 @@ def training_plots(model):
 def final_targets():
     """The table, its pivots and the plots (the training curves of trained demo models, the
     judge's disagreements when it is on)."""
-    targets = ["results/tables/main.csv"] + pivot_outputs("csv") + pivot_outputs("md") + equal_compute_outputs()
+    targets = (
+        ["results/tables/main.csv"]
+        + pivot_outputs("csv")
+        + pivot_outputs("md")
+        + equal_compute_outputs()
+    )
     if judging():
         targets.append("results/tables/judge_disagreements.csv")
     for kind in ("accuracy_vs_budget", "accuracy_vs_sparsity", "accuracy_vs_compute"):
