@@ -18,7 +18,7 @@ def _figure(monkeypatch, tmp_path, depths):
     spec = {"models": ["m"], "variants": {v: {"method": spec[0]} for v, spec in VARIANTS.items()},
             "benchmarks": ["x"], "budgets": [64], "wait_times": [0], "depths": depths}
     saved = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: saved.append(fig))
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: saved.append(fig))
     plots.accuracy_vs_sparsity(pd.DataFrame(rows), "m", spec, tmp_path)
     return saved[0].axes[0]
 

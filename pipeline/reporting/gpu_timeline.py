@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pipeline.reporting.plots import PALETTE, _save  # noqa: E402
+from pipeline.reporting.plots import PALETTE, save_figure  # noqa: E402
 
 
 def read_leases(path: str | Path) -> list[dict]:
@@ -64,7 +64,7 @@ def draw(leases: list[dict], stem: str | Path, devices: list[str] | None = None)
         ax.text(0.5, 0.5, "no GPU leases recorded: this run's jobs held no GPU", ha="center", va="center",
                 transform=ax.transAxes)
         ax.set_axis_off()
-        _save(fig, Path(stem))
+        save_figure(fig, Path(stem))
         return
     begin = min(lease["start"] for lease in leases)
     span = max(lease["end"] for lease in leases) - begin
@@ -86,4 +86,4 @@ def draw(leases: list[dict], stem: str | Path, devices: list[str] | None = None)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colour[rule]) for rule in rules]
     ax.legend(handles, rules, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
-    _save(fig, Path(stem))
+    save_figure(fig, Path(stem))

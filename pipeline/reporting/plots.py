@@ -53,7 +53,7 @@ def _panels(benchmarks: list[str]):
     return fig, dict(zip(benchmarks, axes[0]))
 
 
-def _save(fig, stem: Path) -> None:
+def save_figure(fig, stem: Path) -> None:
     for fmt in FORMATS:
         with atomic_path(Path(f"{stem}.{fmt}")) as tmp:  # not with_suffix: a model name may hold a dot
             fig.savefig(tmp, format=fmt, dpi=150, metadata={"Date": None} if fmt == "svg" else None)
@@ -120,7 +120,7 @@ def _finish(fig, axes: dict, title: str, path: Path, keys: list | None = None) -
     if handles:
         fig.legend(handles, labels, loc="outside right upper", fontsize="small")
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def accuracy_vs_sparsity(table: pd.DataFrame, model: str, spec: dict, out_dir: Path) -> None:
@@ -218,4 +218,4 @@ def training_loss(history: pd.DataFrame, model: str, stem: str | Path) -> None:
     ax.legend(fontsize="small")
     seconds = history["seconds"].iloc[-1]
     ax.set_title(f"{model}: training ({int(history['tokens'].iloc[-1]):,} tokens, {seconds:.0f} s)")
-    _save(fig, Path(stem))
+    save_figure(fig, Path(stem))
