@@ -178,3 +178,13 @@ def write_seed_spread(table: pd.DataFrame, spec: dict, out_dir: str | Path) -> l
     with atomic_path(md_path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return [csv_path, md_path]
+
+
+def cell_rng(*key) -> "np.random.Generator":
+    """A bootstrap generator seeded by its cell's key, so a cell's interval does not depend on
+    table order (the main table's and the equal-compute table's intervals)."""
+    import hashlib
+
+    import numpy as np
+
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "little"))

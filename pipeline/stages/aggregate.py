@@ -39,7 +39,6 @@ grades at all; the metrics are empty); the stage names every non-ok cell on stde
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import sys
 from math import comb
@@ -100,11 +99,6 @@ def ks_for(n: int) -> list[int]:
     return ks + [n]
 
 
-def _rng(*key) -> np.random.Generator:
-    """A generator seeded by the cell, so a cell's interval does not depend on table order."""
-    return np.random.default_rng(int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "little"))
-
-
 def bootstrap_ci(values: np.ndarray, resamples: int, confidence: float,
                  rng: np.random.Generator) -> tuple[float, float]:
     """Percentile interval of the mean of `values` (rows: units resampled with replacement;
@@ -151,7 +145,7 @@ def cell_metrics(cell: pd.DataFrame, dense: pd.DataFrame | None, spec: dict, key
     per_problem = cell.groupby("problem_id")["correct"].mean()
     samples = cell.groupby(["problem_id", "seed"]).size()
     resamples, confidence = spec.get("bootstrap", 1000), spec.get("confidence", 0.95)
-    low, high = bootstrap_ci(per_problem.to_numpy(), resamples, confidence, _rng("accuracy", *key))
+    low, high = bootstrap_ci(per_problem.to_numpy(), resamples, confidence, tables.cell_rng("accuracy", *key))
     row = {
         "accuracy": float(per_seed.mean()),
         "accuracy_std": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else np.nan,
@@ -162,7 +156,7 @@ def cell_metrics(cell: pd.DataFrame, dense: pd.DataFrame | None, spec: dict, key
         paired = pd.concat([per_problem, dense.groupby("problem_id")["correct"].mean()], axis=1, join="inner")
         row["delta_vs_dense"] = float((paired.iloc[:, 0] - paired.iloc[:, 1]).mean())
         row["delta_ci_low"], row["delta_ci_high"] = bootstrap_ci(paired.to_numpy(), resamples, confidence,
-                                                                 _rng("delta", *key))
+                                                                 tables.cell_rng("delta", *key))
     if samples.max() > 1:
         row.update(sample_metrics(cell))
     row["mean_thinking_tokens"] = float(cell["thinking_tokens"].mean())
