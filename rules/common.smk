@@ -323,11 +323,11 @@ def vllm_gpus(wildcards):
 
 
 def block_threads(wildcards):
-    return gpu_devices.job_threads(block_gpus(wildcards))
+    return gpu_devices.job_threads(config, "masks", wildcards.model)
 
 
 def vllm_threads(wildcards):
-    return gpu_devices.job_threads(vllm_gpus(wildcards))
+    return gpu_devices.job_threads(config, "generate", wildcards.model)
 
 
 def on_leased_gpus(rule, *names):

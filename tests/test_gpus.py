@@ -79,13 +79,16 @@ def test_each_job_asks_for_the_devices_its_stage_holds(monkeypatch):
     assert gpus.job_devices(config, "generate", "qwen3-8B") == 4
     assert gpus.job_devices(config, "perplexity", "qwen3-8B") == 4
     assert gpus.job_devices(config, "grade", "qwen3-8B") == 0
+    # a GPU job is scheduled with one CPU thread: --cores 8 never holds eight GPUs idle
+    assert gpus.job_threads(config, "generate", "qwen3-8B") == gpus.job_threads(config, "masks", "qwen3-8B") == 1
     config["pruning"]["device"] = "cpu"
     assert gpus.job_devices(config, "masks", "qwen3-8B") == 0
-    # a GPU job is scheduled with one CPU thread: --cores 8 never holds eight GPUs idle
-    assert gpus.job_threads(1) == gpus.job_threads(4) == 1 and gpus.job_threads(0) == 2
+    assert gpus.job_threads(config, "masks", "qwen3-8B") == 2  # a real model pruned on the CPU
     demo = cfg.load(ROOT / "config" / "demo.yaml")
     model = next(iter(demo["models"]))
     assert gpus.job_devices(demo, "generate", model) == 0  # the demo runs on the CPU
+    # on one thread each, so that two of its jobs run side by side on two cores
+    assert gpus.job_threads(demo, "generate", model) == gpus.job_threads(demo, "masks", model) == 1
     monkeypatch.setenv(gpus.FAKE_ENV, "2")
     assert gpus.job_devices(demo, "generate", model) == 1 and gpus.job_devices(demo, "masks", model) == 1
 
