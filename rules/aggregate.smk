@@ -35,7 +35,7 @@ rule aggregate:
 
 rule plots:
     """Accuracy against thinking budget, sparsity and compute per problem, per model; the
-    GPU lease timeline."""
+    spread across training seeds; the GPU lease timeline."""
     input:
         "results/tables/main.csv",
     output:
@@ -46,6 +46,7 @@ rule plots:
         compute_png=plot_outputs("accuracy_vs_compute", "png"),
         compute_svg=plot_outputs("accuracy_vs_compute", "svg"),
         timeline=gpu_timeline_outputs(),
+        seeds=seed_plot_outputs(),
     log:
         "results/logs/plots/plots.log",
     benchmark:

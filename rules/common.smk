@@ -131,6 +131,21 @@ def gpu_timeline_outputs():
     ]
 
 
+def seed_plot_outputs():
+    """Per family of trained demo models with several training seeds, their spread."""
+    return [
+        report_output(
+            f"results/plots/training_seeds-{family}.{fmt}",
+            caption=os.path.join(CAPTIONS, "training_seeds.rst"),
+            category="Figures",
+            subcategory=family,
+            labels={"model": family, "figure": f"training_seeds ({fmt})"},
+        )
+        for family in tables.seed_families(cfg.training_seeds(config))
+        for fmt in ("png", "svg")
+    ]
+
+
 def training_plots(model):
     return [
         report_output(
@@ -157,7 +172,7 @@ def final_targets():
         targets.append("results/tables/judge_disagreements.csv")
     for kind in ("accuracy_vs_budget", "accuracy_vs_sparsity", "accuracy_vs_compute"):
         targets += plot_outputs(kind, "png") + plot_outputs(kind, "svg")
-    targets += gpu_timeline_outputs()
+    targets += gpu_timeline_outputs() + seed_plot_outputs()
     for model in config["models"]:
         if cfg.trains_demo(config, model):
             targets += [

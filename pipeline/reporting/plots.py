@@ -15,6 +15,13 @@ Per model (the spec is `config.table_slice`):
                                             a line per variant through its budgets, a row
                                             per accounting (docs/COMPUTE.md)
     training_loss-{model}.{png,svg}         the demo model's loss per step (rule train_demo)
+
+Per family of trained demo models that differ only in their training seed (two or more seeds):
+    training_seeds-{family}.{png,svg}       top row: accuracy against budget, a line per variant
+                                            through the mean across seeds and a band from the
+                                            lowest seed to the highest; bottom row: at the largest
+                                            budget, each seed's accuracy per variant (smallest
+                                            Wait setting throughout)
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ import pandas as pd  # noqa: E402
 
 from pipeline.core.artifacts import atomic_path  # noqa: E402
 from pipeline.reporting.compute import ACCOUNTINGS  # noqa: E402
-from pipeline.reporting.tables import labels, variant_order, wait_label, wait_settings  # noqa: E402
+from pipeline.reporting.tables import (labels, seed_families, seed_spread, variant_order, wait_label,  # noqa: E402
+                                      wait_settings)
 
 FORMATS = ("png", "svg")
 TABLE_FIGURES = ("accuracy_vs_budget", "accuracy_vs_sparsity", "accuracy_vs_compute")
@@ -203,6 +211,51 @@ def accuracy_vs_compute(table: pd.DataFrame, model: str, spec: dict, out_dir: Pa
     axes = {b: ax for b, ax in zip(benchmarks, grid[0])}
     _finish(fig, axes, f"{model}: accuracy vs compute",
             out_dir / f"accuracy_vs_compute-{model}", keys)
+
+
+def training_seed_spread(table: pd.DataFrame, family: str, spec: dict, out_dir: Path) -> None:
+    """What holds for every training seed: the mean and range of each variant's curve, and each
+    seed's accuracy at the largest budget, where an ordering that flips shows as crossing points."""
+    benchmarks, budget, setting = spec["benchmarks"], max(spec["budgets"]), wait_settings(spec)[0]
+    training = spec["training"]
+    models = seed_families(training)[family]
+    seeds = sorted(training[m]["seed"] for m in models)
+    spread = seed_spread(table, spec)
+    spread = spread[(spread["family"] == family) & (spread["wait_times"] == setting)]
+    part = table[table["model"].isin(models) & (table["status"] != "missing") & (table["budget"] == budget)
+                 & (table["wait_times"] == setting)]
+    order = [v for v in variant_order(spec) if v in set(spread["variant"])]
+    names = labels(table[table["model"].isin(models)], spec)
+    styles = line_styles(order, {v for v in order if spec["variants"][v]["method"] == "dense"})
+    fig, grid = plt.subplots(2, len(benchmarks), figsize=(5 * len(benchmarks) + 2.5, 7.4), squeeze=False,
+                             layout="constrained")
+    for column, benchmark in enumerate(benchmarks):
+        top, bottom = grid[0][column], grid[1][column]
+        for variant in order:
+            line = spread[(spread["benchmark"] == benchmark) & (spread["variant"] == variant)].sort_values("budget")
+            if line.empty:
+                continue
+            style = styles[variant]
+            top.plot(line["budget"], line["accuracy_mean"], label=names[variant], markersize=5, **style)
+            top.fill_between(line["budget"], line["accuracy_min"], line["accuracy_max"], color=style["color"],
+                             alpha=0.12, linewidth=0, zorder=style["zorder"] - 1)
+        top.set_xscale("log", base=2)
+        top.set_xticks(spec["budgets"], [str(b) for b in spec["budgets"]])
+        _style(top, f"{benchmark}: mean and range over seeds", "thinking budget (tokens)")
+        at = part[part["benchmark"] == benchmark]
+        for index, seed in enumerate(seeds):
+            model = next(m for m in models if training[m]["seed"] == seed)
+            points = at[at["model"] == model].set_index("variant")["accuracy"]
+            x = [i for i, v in enumerate(order) if v in points.index]
+            bottom.plot(x, [points[order[i]] for i in x], linestyle="none", marker=MARKERS[index % len(MARKERS)],
+                        color=PALETTE[index % len(PALETTE)], markersize=7, label=f"training seed {seed}")
+        bottom.set_xticks(range(len(order)), [names[v] for v in order], rotation=60, ha="right", fontsize="x-small")
+        _style(bottom, f"{benchmark}: each seed at budget {budget}", "")
+        bottom.legend(fontsize="x-small")
+    wait = f", {wait_label(setting)}" if len(wait_settings(spec)) > 1 else ""
+    _finish(fig, {b: grid[0][i] for i, b in enumerate(benchmarks)},
+            f"{family}: accuracy across training seeds {' '.join(map(str, seeds))}{wait}",
+            out_dir / f"training_seeds-{family}")
 
 
 def training_loss(history: pd.DataFrame, model: str, stem: str | Path) -> None:

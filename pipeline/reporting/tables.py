@@ -4,6 +4,8 @@ variants as rows, benchmarks as columns.
     results/tables/pivot-{model}-{budget}.csv   accuracy (empty where the cell is missing)
     results/tables/pivot-{model}-{budget}.md    accuracy ± std over seeds, delta vs dense
     results/tables/training_seeds.csv|md        trained demo models: mean, min, max across training seeds
+    results/tables/training_seed_orderings.csv  per pair of variants at the largest budget: whether
+                                                their order holds for every training seed or flips
 
 With several Wait settings (generation.wait.times: [0, 1, ...]) there is one pair per model,
 budget and setting, named pivot-{model}-{budget}-wait{setting}.csv|md.
@@ -140,8 +142,16 @@ def write_pivots(table: pd.DataFrame, spec: dict, out_dir: str | Path) -> list[P
     return written
 
 
-SEED_SPREAD = ("training_seeds.csv", "training_seeds.md")
+SEED_SPREAD = ("training_seeds.csv", "training_seeds.md", "training_seed_orderings.csv")
 _SPREAD_OF = ["accuracy", "pass@4", "perplexity"]
+
+
+def seed_families(training: dict) -> dict[str, list[str]]:
+    """Families (config.training_seeds) of two or more training seeds -> their models."""
+    families: dict[str, list[str]] = {}
+    for model, member in training.items():
+        families.setdefault(member["family"], []).append(model)
+    return {family: models for family, models in families.items() if len(models) > 1}
 
 
 def seed_spread(table: pd.DataFrame, spec: dict) -> pd.DataFrame:
@@ -163,21 +173,58 @@ def seed_spread(table: pd.DataFrame, spec: dict) -> pd.DataFrame:
     return out.reset_index()
 
 
+def seed_orderings(table: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """Per family, benchmark and pair of variants, at the largest budget and the smallest Wait
+    setting: each training seed's accuracy difference (first minus second) and whether the order
+    holds for every seed ("<first> ahead", "<second> ahead") or flips between seeds ("flips"; a
+    zero difference for some seed counts as a flip: no order there)."""
+    columns = ["family", "benchmark", "budget", "wait_times", "first", "second", "differences", "order"]
+    training = spec.get("training", {})
+    families = seed_families(training)
+    budget, setting = max(spec["budgets"]), wait_settings(spec)[0]
+    at = table[table["model"].isin(training) & (table["status"] != "missing") & (table["budget"] == budget)
+               & (table["wait_times"] == setting)]
+    rows = []
+    for family, models in families.items():
+        models = sorted(models, key=lambda m: training[m]["seed"])
+        for benchmark in spec["benchmarks"]:
+            accuracy = (at[at["benchmark"] == benchmark].pivot_table(index="variant", columns="model",
+                                                                     values="accuracy").reindex(columns=models))
+            order = [v for v in variant_order(spec) if v in accuracy.index and accuracy.loc[v].notna().all()]
+            for i, first in enumerate(order):
+                for second in order[i + 1:]:
+                    diff = (accuracy.loc[first] - accuracy.loc[second]).round(6)
+                    verdict = (f"{first} ahead" if (diff > 0).all() else f"{second} ahead" if (diff < 0).all()
+                               else "flips")
+                    rows.append([family, benchmark, budget, setting, first, second,
+                                 " ".join(f"{d:+.3f}" for d in diff), verdict])
+    return pd.DataFrame(rows, columns=columns)
+
+
 def write_seed_spread(table: pd.DataFrame, spec: dict, out_dir: str | Path) -> list[Path]:
-    """tables/training_seeds.csv and .md: the spread across training seeds (empty without
-    trained demo models)."""
+    """tables/training_seeds.csv and .md, and training_seed_orderings.csv: the spread across
+    training seeds and the orderings that hold or flip (empty without such a family)."""
     spread = seed_spread(table, spec)
-    csv_path, md_path = (Path(out_dir) / name for name in SEED_SPREAD)
+    orderings = seed_orderings(table, spec)
+    csv_path, md_path, orderings_path = (Path(out_dir) / name for name in SEED_SPREAD)
     with atomic_path(csv_path) as tmp:
         spread.to_csv(tmp, index=False)
+    with atomic_path(orderings_path) as tmp:
+        orderings.to_csv(tmp, index=False)
     lines = ["### accuracy across training seeds: mean [min, max]", "",
              "| family | variant | benchmark | budget | Wait | seeds | accuracy |", "|---|---|---|---|---|---|---|"]
     for row in spread.itertuples(index=False):
         lines.append(f"| {row.family} | {row.variant} | {row.benchmark} | {row.budget} | {row.wait_times} | "
                      f"{row.training_seeds} | {row.accuracy_mean:.3f} [{row.accuracy_min:.3f}, {row.accuracy_max:.3f}] |")
+    for (family, benchmark), part in orderings.groupby(["family", "benchmark"], sort=False):
+        flips = part[part["order"] == "flips"]
+        lines += ["", f"### {family}, {benchmark}, budget {part['budget'].iloc[0]}: orderings that flip between "
+                  f"training seeds ({len(flips)} of {len(part)} pairs; the other pairs keep their order for "
+                  "every seed)", "", "| first | second | first minus second, per seed |", "|---|---|---|"]
+        lines += [f"| {row.first} | {row.second} | {row.differences} |" for row in flips.itertuples(index=False)]
     with atomic_path(md_path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
-    return [csv_path, md_path]
+    return [csv_path, md_path, orderings_path]
 
 
 def cell_rng(*key) -> "np.random.Generator":
