@@ -167,6 +167,7 @@ def final_targets():
         + pivot_outputs("csv")
         + pivot_outputs("md")
         + equal_compute_outputs()
+        + [f"results/tables/{name}" for name in tables.SEED_SPREAD]
     )
     if judging():
         targets.append("results/tables/judge_disagreements.csv")
