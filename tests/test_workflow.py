@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipeline.reporting.reproduction import tolerance
 from tests.workflow_util import ROOT, copy_workflow, scheduled_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
@@ -168,14 +168,6 @@ def test_demo_prunes_the_shipped_model_without_training(demo_run):
 FIGURES = ROOT / "docs" / "demo-figures.csv"
 
 
-def tolerance(accuracy: float, draws: int) -> float:
-    """How far another machine's run may put a documented accuracy: the same weights, problems and
-    seeds, but another float order can turn a sampled token and so redraw a sample. At worst every
-    sample is redrawn: the difference of two independent draws of the cell, whose standard
-    deviation is at most sqrt(2 a (1 - a) / draws); four of them, and at least 0.02."""
-    return max(0.02, 4 * math.sqrt(2 * accuracy * (1 - accuracy) / draws))
-
-
 def test_demo_table_matches_the_documented_figures(demo_run):
     table = pd.read_csv(demo_run / "results" / "tables" / "main.csv").set_index(["variant", "benchmark", "budget", "wait_times"])
     figures = pd.read_csv(FIGURES)
@@ -184,11 +176,9 @@ def test_demo_table_matches_the_documented_figures(demo_run):
     off = []
     for row in figures.itertuples(index=False):
         cell = table.loc[(row.variant, row.benchmark, row.budget, row.wait_times)]
-        measure = "pass@4" if row.metric == "pass@4" else row.metric
-        if row.metric == "perplexity":  # no sampling: the same weights up to float order
-            allowed = 0.03 * row.value
-        else:
-            allowed = tolerance(row.value, draws * cell["n_problems"])
+        measure = row.metric
+        # what another machine's float order can move (pipeline.reporting.reproduction.tolerance)
+        allowed = tolerance(row.value, row.metric, draws * cell["n_problems"])
         if abs(cell[measure] - row.value) > allowed:
             off.append(f"{row.variant} {row.benchmark} {row.budget} wait {row.wait_times} {row.metric}: "
                        f"documented {row.value}, this run {cell[measure]:.4f} (allowed {allowed:.3f})")
