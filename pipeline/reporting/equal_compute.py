@@ -18,8 +18,7 @@ import pandas as pd
 
 from pipeline.core.artifacts import atomic_path
 from pipeline.reporting.compute import ACCOUNTINGS
-from pipeline.reporting import tables
-from pipeline.reporting.tables import labels, variant_order, wait_label, wait_settings
+from pipeline.reporting.tables import cell_rng, labels, variant_order, wait_label, wait_settings
 
 COLUMNS = ["model", "benchmark", "wait_times", "variant", "description", "budget", "accounting", "flops_per_problem",
            "accuracy", "dense_accuracy_at_equal_compute", "difference", "difference_ci_low", "difference_ci_high",
@@ -123,7 +122,7 @@ def _row(row, accounting, x, dense, column, dense_keys, cells, description, resa
     joined = pd.concat([mine, *pair], axis=1, join="inner").to_numpy(dtype=float)
     point = joined.mean(axis=0)
     dense_at = (1 - w) * point[1] + w * point[2]
-    rng = tables.cell_rng("equal", row.model, row.variant, row.benchmark, row.budget, row.wait_times, accounting)
+    rng = cell_rng("equal", row.model, row.variant, row.benchmark, row.budget, row.wait_times, accounting)
     index = rng.integers(0, len(joined), size=(resamples, len(joined)))
     means = joined[index].mean(axis=1)
     differences = means[:, 0] - ((1 - w) * means[:, 1] + w * means[:, 2])

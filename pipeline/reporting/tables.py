@@ -13,6 +13,7 @@ budget and setting, named pivot-{model}-{budget}-wait{setting}.csv|md.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -227,11 +228,7 @@ def write_seed_spread(table: pd.DataFrame, spec: dict, out_dir: str | Path) -> l
     return [csv_path, md_path, orderings_path]
 
 
-def cell_rng(*key) -> "np.random.Generator":
+def cell_rng(*key) -> np.random.Generator:
     """A bootstrap generator seeded by its cell's key, so a cell's interval does not depend on
     table order (the main table's and the equal-compute table's intervals)."""
-    import hashlib
-
-    import numpy as np
-
     return np.random.default_rng(int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "little"))
