@@ -471,3 +471,12 @@ def test_copy_of_config_is_not_changed_by_the_check():
     before = copy.deepcopy(config)
     cfg.prepare(config)
     assert config == before
+
+
+def test_wait_refused_for_a_model_that_does_not_think():
+    config = edit(demo(), "generation.wait.times", [0, 1])
+    config["models"] = {name: {**model, "template": "direct"} for name, model in config["models"].items()}
+    with pytest.raises(cfg.ConfigError) as error:
+        cfg.prepare(config)
+    assert_refusal(str(error.value), "generation.wait.times", ["template direct", "without thinking"])
+    cfg.prepare(edit(config, "generation.wait.times", 0))  # without Wait the same config stands

@@ -532,3 +532,27 @@ def test_project_rule_agrees_with_s1_where_the_rules_coincide(vllm_engine, s1_re
     # both kinds of rows occur, every edge case bites somewhere, and the rules do differ there
     assert agree > 50 and differ > 10
     assert {"min_tokens", "wait_beyond_budget", "natural_after_cut", "newline"} <= seen, seen
+
+
+def test_direct_template_cuts_one_reply_as_runs_per_budget_would(tokenizer, tiny_model):
+    """A model without thinking: one reply at the largest budget serves every budget exactly as
+    a separate generation capped at that budget would, with no thinking and no Wait."""
+    bound = make_bound(tokenizer, tiny_model, "direct")
+    backend = ScriptedBackend(bound, stop_every=7)
+    requests = make_requests(bound, n=12, samples=2)
+    assert list(requests[0].prompt_ids) == bound.encode(tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Problem 0: compute 0 + 0."}], tokenize=False, add_generation_prompt=True))
+    budgets = [2, 5, 9, 30]
+    quiet = bf.Tally(quiet=True)
+    rows = bf.direct(backend, bound, requests, budgets, quiet)
+    assert len(rows) == len(requests) * len(budgets)
+    for budget in budgets:
+        alone = backend.generate([bf.Gen(r.prompt_ids, budget, bf.derive_seed("answer", r.sample_seed),
+                                         tuple(bound.eos_ids)) for r in requests])
+        ours = [row for row in rows if row["budget"] == budget]
+        for row, out in zip(ours, alone):
+            expected = out.ids[:-1] if out.stopped else out.ids
+            assert row["answer_ids"] == expected and row["hit_budget"] == (not out.stopped)
+            assert row["thinking"] == "" and row["thinking_tokens"] == 0 and row["waits"] == 0
+            assert row["answer_tokens"] <= budget
+    assert {row["hit_budget"] for row in rows} == {True, False}  # both branches exercised

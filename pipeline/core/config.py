@@ -475,12 +475,12 @@ def _semantic_problems(config: dict) -> list[str]:
             problems.append(f"calibration.{name}.path: only read with source file (source is "
                             f"{calibration['source']}). Fix: remove path or set source: file")
     for name, bench in config["benchmarks"].items():
-        if name not in BUILTIN and not {"file", "hub", "demo_task"} & set(bench):
+        if name not in BUILTIN and not {"file", "hub", "demo_task", "arithmetic"} & set(bench):
             problems.append(
                 f"benchmarks.{name}: not a built-in benchmark{_suggest(name, BUILTIN)} (built-in: "
-                f"{', '.join(BUILTIN)}). Fix: give file (a local JSONL, CSV or Parquet) or hub, and grader"
+                f"{', '.join(BUILTIN)}). Fix: give file (a local JSONL, CSV or Parquet) or hub, and grader, or arithmetic (generated)"
             )
-        if name not in BUILTIN and "grader" not in bench and "demo_task" not in bench:
+        if name not in BUILTIN and "grader" not in bench and not {"demo_task", "arithmetic"} & set(bench):
             problems.append(f"benchmarks.{name}.grader is missing: a custom benchmark says how to grade. "
                             "Allowed: integer, number, math or choice. Fix: add grader")
         unknown = sorted(set(bench.get("columns", {})) - {"id", "problem", "answer", "choices", "correct"})
@@ -491,6 +491,11 @@ def _semantic_problems(config: dict) -> list[str]:
     if max(generation["wait"]["times"]) and not generation["wait"]["string"].strip():
         problems.append("generation.wait.string: empty while generation.wait.times > 0. "
                         "Fix: set a word such as \"Wait\", or times: 0")
+    direct = [name for name, model in config["models"].items() if model["template"] == "direct"]
+    if direct and max(generation["wait"]["times"]):
+        problems.append(f"generation.wait.times: model {direct[0]} has template direct (it answers without thinking), "
+                        "so there is no end of thinking to replace with Wait. Fix: set generation.wait.times: 0, or "
+                        "give that model a thinking template")
     budget, cap, context = max(generation["budgets"]), generation["answer_max_tokens"], generation["vllm"]["max_model_len"]
     if budget + cap > context:
         problems.append(

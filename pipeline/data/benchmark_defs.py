@@ -28,14 +28,17 @@ LETTERS = "ABCDEFGHIJ"
 
 def resolve_definition(name: str, overrides: dict) -> dict:
     """The built-in definition of `name` (if any) updated by the config's overrides.
-    A `file` (or `demo_task`) override replaces the Hub source, and its columns replace the
-    built-in ones; a demo_task benchmark is graded as its form asks unless grader says otherwise."""
+    A `file` (or `demo_task`, `arithmetic`) override replaces the Hub source, and its columns replace
+    the built-in ones; a demo_task benchmark is graded as its form asks, an arithmetic one as
+    integers, unless grader says otherwise."""
     base = dict(BUILTIN.get(name, {}))
-    if "file" in overrides or "demo_task" in overrides:
+    if {"file", "demo_task", "arithmetic"} & set(overrides):
         for key in ("hub", "config_name", "split", "revision", "gated", "columns"):
             base.pop(key, None)
     merged = {**base, **overrides}
     if "demo_task" in overrides and "grader" not in overrides:
         merged["grader"] = "choice" if overrides["demo_task"]["form"] == "choice" else "math"
+    if "arithmetic" in overrides and "grader" not in overrides:
+        merged["grader"] = "integer"
     merged["columns"] = {**base.get("columns", {}), **overrides.get("columns", {})}
     return merged

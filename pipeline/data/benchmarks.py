@@ -125,7 +125,7 @@ def preflight(definition: dict, name: str = "benchmark") -> str | None:
     nothing: a local file must exist; a Hub data set is asked for its metadata, or looked up in
     the local cache when HF_HUB_OFFLINE=1."""
     key = f"benchmarks.{name}"
-    if "demo_task" in definition:
+    if "demo_task" in definition or "arithmetic" in definition:
         return None  # generated on the spot
     if "file" in definition:
         return None if Path(definition["file"]).expanduser().exists() else _missing_file(definition["file"], name)
@@ -260,6 +260,11 @@ def load(name: str, definition: dict) -> pd.DataFrame:
         generated = definition["demo_task"]
         raw = pd.DataFrame(demo_task.benchmark_rows(generated.get("task", {}), generated["form"],
                                                     generated.get("problems", 100), generated.get("seed", 1)))
+    elif "arithmetic" in definition:
+        from pipeline.data import arithmetic
+
+        generated = definition["arithmetic"]
+        raw = pd.DataFrame(arithmetic.benchmark_rows(generated.get("problems", 100), generated.get("seed", 1)))
     elif "file" in definition:
         raw = _read_file(definition["file"], name)
     elif definition.get("hub"):

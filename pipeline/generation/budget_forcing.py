@@ -447,6 +447,32 @@ def answer(backend: Backend, bound: Bound, requests: list[Request], runs: dict[i
     return rows
 
 
+def direct(backend: Backend, bound: Bound, requests: list[Request], budgets: list[int], tally: Tally,
+           label: str = "") -> list[dict]:
+    """A model that does not think (template direct) answers at once, the budget capping its
+    answer. One reply per request at the largest budget; a smaller budget's answer is the reply's
+    first `budget` tokens, which is what a run under that budget generates (same prompt, same
+    seed). Rows as `answer` gives them, with no thinking; hit_budget: the reply was cut."""
+    gens = [Gen(prompt_ids=r.prompt_ids, max_tokens=max(budgets), seed=derive_seed("answer", r.sample_seed),
+                stop_ids=tuple(bound.eos_ids)) for r in requests]
+    outs = tally.generate(backend, gens, f"{label}answers (no thinking, {len(budgets)} budgets)")
+    rows = []
+    for request, out in zip(requests, outs):
+        for budget in sorted(budgets):
+            ended = out.stopped and len(out.ids) <= budget  # the stop token fits in this budget
+            ids = out.ids[:-1] if ended else out.ids[:budget]
+            rows.append({
+                "problem_id": request.problem_id, "seed": request.seed, "sample": request.sample,
+                "sample_seed": request.sample_seed, "budget": budget, "wait_times": 0, "gold": request.gold,
+                "choice_order": list(request.choice_order) if request.choice_order is not None else None,
+                "prompt_tokens": len(request.prompt_ids), "thinking": "", "answer_prefix": "",
+                "answer": bound.decode(ids), "thinking_tokens": 0, "answer_tokens": len(ids), "hit_budget": not ended,
+                "waits": 0, "think_finish": "none", "answer_finish": "eos" if ended else "length",
+                "thinking_ids": [], "answer_ids": list(ids),
+            })
+    return rows
+
+
 def run(backend: Backend, bound: Bound, requests: list[Request], budgets: list[int], answer_max_tokens: int,
         wait_times: list[int], tally: Tally, rule: str = "project") -> list[dict]:
     """Our way: thinking once at the largest budget (and Wait setting), answers for all budgets and

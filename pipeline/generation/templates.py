@@ -15,6 +15,8 @@ Families:
   natural end appends `</think>\\n\\n`; a spent budget appends Qwen's own recipe: one sentence
   telling the model to answer now, `</think>\\n\\n`, then "Final Answer:".
 - generic: the four strings (and an optional system prompt) from the model's `delimiters`.
+- direct: a model that does not think (SmolLM2-Instruct, say): its own chat template, then the
+  answer at once; the budget caps the answer and no Wait applies (docs/BUDGET_FORCING.md).
 
 `bind(template, tokenizer)` turns the strings into token ids once; everything downstream works
 in ids so that no prompt is ever re-tokenised. A stop delimiter that is a single token in the
@@ -49,6 +51,7 @@ class Template:
     chat_kwargs: dict = field(default_factory=dict)
     # tokens that must exist as single tokens in the tokenizer for this family
     special_tokens: tuple[str, ...] = ()
+    thinks: bool = True  # False: no thinking phase; the reply is the answer (template direct)
 
     def delimiters(self) -> dict:
         return {"think_start": self.think_start, "think_end": self.think_end, "answer_start": self.answer_start,
@@ -77,6 +80,8 @@ QWEN3 = Template(
     special_tokens=("<think>", "</think>", "<|im_start|>", "<|im_end|>"),
 )
 
+DIRECT = Template(name="direct", think_start="", think_end="", answer_start="", forced_answer="", thinks=False)
+
 
 def get(name: str, delimiters: dict | None = None) -> Template:
     """The template of a family; `generic` is built from the config's `delimiters`."""
@@ -84,6 +89,8 @@ def get(name: str, delimiters: dict | None = None) -> Template:
         return S1
     if name == "qwen3":
         return QWEN3
+    if name == "direct":
+        return DIRECT
     if name == "generic":
         delimiters = delimiters or {}
         needed = ("think_start", "think_end", "answer_start", "forced_answer")
@@ -94,7 +101,7 @@ def get(name: str, delimiters: dict | None = None) -> Template:
             )
         return Template(name="generic", system_prompt=delimiters.get("system_prompt"),
                         **{key: delimiters[key] for key in needed})
-    raise TemplateError(f"unknown template {name!r}; choose s1, qwen3 or generic")
+    raise TemplateError(f"unknown template {name!r}; choose s1, qwen3, generic or direct")
 
 
 def eos_ids(tokenizer, model_dir: str | Path | None = None) -> list[int]:

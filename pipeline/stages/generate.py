@@ -197,16 +197,10 @@ def run(spec: dict, model: str | Path, benchmark: str | Path, out: str | Path, b
         if backend is None:
             log(f"starting the {generation['backend']} backend on {folder}")
             backend = open_backend(spec, folder)
-        runs = shards.load_thinking(seed, budgets[-1], wait_times, rule, seed_requests)
-        if runs is None:
-            runs = bf.think_runs(backend, bound, seed_requests, budgets[-1], wait_times, tally, label=f"seed {seed} ",
-                                 rule=rule)
-            shards.save_thinking(seed, seed_requests, runs, spec)
+        if bound.template.thinks:
+            answers = _think_and_answer(backend, bound, shards, seed, seed_requests, spec, tally)
         else:
-            budget = min(thinking[0].budget for thinking in runs.values())
-            log(f"seed {seed}: cached thinking (budget {budget}) reused; generating answers only")
-        answers = bf.answer(backend, bound, seed_requests, runs, budgets, generation["answer_max_tokens"],
-                            wait_times, tally, label=f"seed {seed} ", rule=rule)
+            answers = bf.direct(backend, bound, seed_requests, budgets, tally, label=f"seed {seed} ")
         rows = _table(answers, spec, bound, backend)
         shards.save_rows(seed, rows, spec)
         frames.append(rows)
@@ -221,6 +215,23 @@ def run(spec: dict, model: str | Path, benchmark: str | Path, out: str | Path, b
     write_table(result, out, spec=spec, engine_version=result["engine_version"].iloc[0], compute=facts)
     log(f"wrote {len(result)} rows to {out} ({tally.tokens} tokens generated in {tally.seconds:.1f} s)")
     return result
+
+
+def _think_and_answer(backend, bound: templates.Bound, shards: Shards, seed: int, requests: list[bf.Request],
+                      spec: dict, tally: bf.Tally) -> list[dict]:
+    """Thinking at the largest budget (or its cached shard), then the answers of every budget."""
+    generation = spec["generation"]
+    budgets = sorted(generation["budgets"])
+    wait_times, rule = config.wait_settings(generation["wait"]["times"]), generation.get("wait_rule", "project")
+    runs = shards.load_thinking(seed, budgets[-1], wait_times, rule, requests)
+    if runs is None:
+        runs = bf.think_runs(backend, bound, requests, budgets[-1], wait_times, tally, label=f"seed {seed} ", rule=rule)
+        shards.save_thinking(seed, requests, runs, spec)
+    else:
+        budget = min(thinking[0].budget for thinking in runs.values())
+        log(f"seed {seed}: cached thinking (budget {budget}) reused; generating answers only")
+    return bf.answer(backend, bound, requests, runs, budgets, generation["answer_max_tokens"], wait_times, tally,
+                     label=f"seed {seed} ", rule=rule)
 
 
 def _table(answers: list[dict], spec: dict, bound: templates.Bound, backend) -> pd.DataFrame:
