@@ -407,16 +407,25 @@ def depth_problems(config: dict, model: str, depth: int) -> list[str]:
     return problems
 
 
+def gguf_source_problems(key: str, source: dict | None) -> list[str]:
+    """models.<name>.gguf names its file one way: path, or package and file."""
+    if source is None or (set(source) in ({"path"}, {"package", "file"})):
+        return []
+    return [f"{key}.gguf: has {', '.join(sorted(source)) or 'nothing'}. Allowed: path (a .gguf file), or package "
+            "(an installed Python package) and file (the name of the .gguf inside it). Fix: give one of the two"]
+
+
 def _semantic_problems(config: dict) -> list[str]:
     problems = []
     for name, model in config["models"].items():
         key = f"models.{name}"
-        sources = [s for s in ("hub", "path", "demo") if s in model]
+        sources = [s for s in ("hub", "path", "gguf", "demo") if s in model]
         if len(sources) != 1:
             problems.append(
                 f"{key}: found {' and '.join(sources) or 'no source'}. Allowed: exactly one of hub (a Hub id), "
-                "path (a local checkpoint folder) or demo (a tiny offline model). Fix: keep one"
+                "path (a local checkpoint folder), gguf (a GGUF file) or demo (a tiny offline model). Fix: keep one"
             )
+        problems += gguf_source_problems(key, model.get("gguf"))
         if model["template"] == "generic":
             needed = {"think_start", "think_end", "answer_start", "forced_answer"}
             missing = sorted(needed - set(model.get("delimiters", {})))
@@ -556,7 +565,7 @@ def model_source(config: dict, model: str) -> dict:
     """What identifies the base model's weights (not how it is prompted); a trained demo model
     is identified by its task too."""
     spec = config["models"][model]
-    keys = ("hub", "revision") if "hub" in spec else ("path",) if "path" in spec else ("demo",)
+    keys = ("hub", "revision") if "hub" in spec else ("path",) if "path" in spec else ("gguf",) if "gguf" in spec else ("demo",)
     source = {"name": model, **{k: spec[k] for k in keys}}
     if is_trained_demo(config, model):
         source["task"] = config["demo_task"]
@@ -706,6 +715,7 @@ _STAGE_PARTS = {
                    ("device", "pruning.device", "pruning.device", False)],
     "calibration": [("calibration", "calibration.*", "calibration.{set}", True), ("task", "demo_task", "demo_task", False)],
     "train_demo": [("demo", "models.*.demo", "models.{model}.demo", True), ("task", "demo_task", "demo_task", False)],
+    "convert_gguf": [("gguf", "models.*.gguf", "models.{model}.gguf", True)],
     "generate": [("generation", "generation", "generation", True), ("sampling", "models.*.sampling", "models.{model}.sampling", True),
                  ("template", "models.*.template", "models.{model}.template", True),
                  ("dtype", "models.*.dtype", "models.{model}.dtype", False)],

@@ -160,7 +160,10 @@ def read_model_config(path: Path) -> dict:
 
 
 def _facts_from(config_json: Path, folder: Path | None) -> Facts:
-    data = read_model_config(config_json)
+    return _facts(read_model_config(config_json), folder)
+
+
+def _facts(data: dict, folder: Path | None) -> Facts:
     depth = data.get("num_hidden_layers") or data.get("n_layer")
     context = data.get("max_position_embeddings") or data.get("n_positions")
     return Facts(depth=depth, context=context, folder=folder, data=data)
@@ -182,6 +185,11 @@ def model_facts(config: dict, name: str, reachable: bool) -> tuple[Facts, str | 
         from pipeline.models.demo_model import POSITIONS
 
         return Facts(depth=spec["demo"]["layers"], context=POSITIONS), None
+    if "gguf" in spec:  # not converted yet: the file's header says what it will be
+        from pipeline.models import gguf
+
+        data = gguf.planned_config(spec["gguf"])
+        return (Facts(), None) if data is None else (_facts(data, None), None)
     if "path" in spec:
         folder = Path(spec["path"]).expanduser()
         problem = file_problem(f"{key}.path", str(folder / "config.json"),
@@ -358,6 +366,12 @@ def problems(config: dict, jobs: list[tuple[str, dict]], local: bool = True, gpu
                 if message:
                     unreachable.add(name)
                 add(key, message)
+        elif rule == "convert_gguf":
+            from pipeline.models import gguf
+
+            key = f"models.{wildcards['model']}.gguf"
+            for line in gguf.problems(config["models"][wildcards["model"]]["gguf"], key):
+                add(key, line)
         elif rule == "benchmark_data":
             add(f"benchmarks.{wildcards['benchmark']}", benchmark_problem(config, wildcards["benchmark"]))
         elif rule == "calibration":

@@ -2,6 +2,7 @@
 `python -m pipeline.stages.<name>` (`--help` lists its arguments):
 
 - train_demo      train a demo model from scratch on the synthetic task (rule train_demo)
+- convert_gguf    dequantize a model's GGUF file once into a safetensors checkpoint (rule convert_gguf)
 - base_model      resolve a base model to a local folder and write its manifest (rule base_model)
 - benchmark_data  load a benchmark into the normalised table (rule benchmark_data)
 - calibration     sample calibration sequences with the model's own tokenizer (rule calibration)
