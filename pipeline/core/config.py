@@ -615,6 +615,12 @@ def calibration_slice(config: dict, model: str, calibration: str) -> dict:
     return slice_
 
 
+def pruning_device(config: dict, model: str) -> str:
+    """Where the statistics, masks and perplexity of `model` compute: the CPU for a model with
+    device: cpu, else pruning.device."""
+    return "cpu" if config["models"][model].get("device") == "cpu" else config["pruning"]["device"]
+
+
 def mask_slice(config: dict, model: str, variant: str) -> dict:
     spec = dict(config["variants"][variant])
     spec.pop("calibration", None)  # captured by the calibration input file itself
@@ -623,19 +629,19 @@ def mask_slice(config: dict, model: str, variant: str) -> dict:
         "dtype": config["models"][model]["dtype"],
         "variant": variant,
         "prune": spec,
-        "device": config["pruning"]["device"],
+        "device": pruning_device(config, model),
     }
 
 
 def stats_slice(config: dict, model: str, kind: str) -> dict:
     return {"model": model_source(config, model), "dtype": config["models"][model]["dtype"],
-            "kind": kind, "device": config["pruning"]["device"]}
+            "kind": kind, "device": pruning_device(config, model)}
 
 
 def perplexity_slice(config: dict, model: str, variant: str) -> dict:
     task = {"task": config["demo_task"]} if config["perplexity"]["text"] == "demo_task" else {}
     return {"model": model_source(config, model), "variant": variant, "dtype": config["models"][model]["dtype"],
-            "device": config["pruning"]["device"], **config["perplexity"], **task}
+            "device": pruning_device(config, model), **config["perplexity"], **task}
 
 
 def export_slice(config: dict, model: str, variant: str) -> dict:

@@ -438,10 +438,11 @@ def device_problem(config: dict, rule: str, wildcards: dict, gpu_limit: int | No
     model = wildcards["model"]
     vllm_rule = rule in ("generate", "perplexity")
     tensor_parallel = config["generation"]["vllm"]["tensor_parallel_size"]
-    if "demo" in config["models"][model] and gpus.fake_count() is None:
+    if gpus.cpu_model(config, model):
         if vllm_rule and tensor_parallel > 1:
+            what = "a demo model" if "demo" in config["models"][model] else f"models.{model}.device: cpu"
             return (f"generation.vllm.tensor_parallel_size: {tensor_parallel} splits model {model} over "
-                    f"{tensor_parallel} GPUs, but a demo model runs on the CPU, in one vLLM worker. Fix: set "
+                    f"{tensor_parallel} GPUs, but {what} runs on the CPU, in one vLLM worker. Fix: set "
                     f"generation.vllm.tensor_parallel_size: 1 (or {gpus.FAKE_ENV}=N to rehearse a node with N GPUs)")
         return None
     need = gpus.job_devices(config, rule, model)
@@ -452,9 +453,10 @@ def device_problem(config: dict, rule: str, wildcards: dict, gpu_limit: int | No
     where = f"{have} visible here ({gpus.describe()})" + (f", {gpu_limit} allowed by --resources gpu" if
                                                           gpu_limit is not None and gpu_limit < have else "")
     if have == 0:
-        return (f"{'generation' if vllm_rule else 'pruning.device'}: the {rule} jobs of model {model} need a GPU "
-                "and none is visible here. Fix: run on a GPU machine or submit with --workflow-profile profiles/slurm"
-                + (", or set pruning.device: cpu" if not vllm_rule else ""))
+        return (f"models.{model}.device: the {rule} jobs of model {model} need a GPU "
+                f"and none is visible here. Fix: set models.{model}.device: cpu to run every job of it on the CPU, "
+                "run on a GPU machine, or submit with --workflow-profile profiles/slurm"
+                + (" (pruning alone: pruning.device: cpu)" if not vllm_rule else ""))
     key = "generation.vllm.tensor_parallel_size" if vllm_rule else "pruning.device"
     return (f"{key}: each {rule} job of model {model} needs {need} GPU(s), {where}. Fix: lower {key}"
             f"{'' if vllm_rule else ' (cpu)'}, raise --resources gpu, or run on a node with {need} GPUs")
