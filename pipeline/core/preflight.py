@@ -397,7 +397,10 @@ def problems(config: dict, jobs: list[tuple[str, dict]], local: bool = True, gpu
                 add("perplexity.text", file_problem("perplexity.text", text,
                                                     "give a local text file, wikitext2, or set perplexity.enabled: false",
                                                     text=True))
-        elif rule == "masks":
+        elif rule in ("allocation", "masks") and "variant" in wildcards:
+            key = f"variants.{wildcards['variant']}@{wildcards['model']}"
+            add(key + ":allocation", allocation_problem(config, wildcards["model"], wildcards["variant"]))
+        if rule == "masks":
             scores = config["variants"][wildcards["variant"]].get("layerif", {}).get("scores")
             if scores:
                 key = f"variants.{wildcards['variant']}.layerif.scores"
@@ -429,6 +432,19 @@ def problems(config: dict, jobs: list[tuple[str, dict]], local: bool = True, gpu
             for benchmark in sorted({w["benchmark"] for rule, w in jobs if rule == "generate" and w["model"] == name}):
                 add(f"generation.vllm.max_model_len@{name}", prompt_problem(config, name, facts, benchmark))
     return [found[key] for key in sorted(found)]
+
+
+def allocation_problem(config: dict, model: str, variant: str) -> str | None:
+    """A variant's AlphaPruning allocation outside [0, 1) for some block, when the alphas it
+    depends on exist already (else rule allocation checks it as soon as they do)."""
+    prune = config["variants"][variant]
+    alphas = Path(cfg.stats_path(model, "alphas", None))
+    if prune.get("allocation") != "alphapruning" or not alphas.is_file():
+        return None
+    from pipeline.core.artifacts import read_table
+    from pipeline.prune import allocation
+
+    return allocation.alphapruning_problem(read_table(alphas), variant, prune)
 
 
 def device_problem(config: dict, rule: str, wildcards: dict, gpu_limit: int | None = None) -> str | None:

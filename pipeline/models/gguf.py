@@ -66,7 +66,7 @@ def _header(path: str, size: int, mtime: float) -> dict:
         field = reader.fields.get(f"{architecture}.{name}")
         if field is not None:
             fields[target] = int(field.contents())
-    end = max(t.data_offset + t.n_bytes for t in reader.tensors)
+    end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
     if end > size:
         raise GGUFError(f"{path} is truncated: its tensors end at byte {end}, the file has {size}")
     types = sorted({t.tensor_type.name for t in reader.tensors})
