@@ -33,6 +33,7 @@ include: "rules/aggregate.smk"
 localrules:
     all,
     base_model,
+    allocation,
     benchmark_data,
     calibration,
     aggregate,

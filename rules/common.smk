@@ -42,6 +42,25 @@ def trained_model(wildcards):
     return [str(shipped / "model.safetensors")] if shipped else []
 
 
+def converted_model(wildcards):
+    """A model given as a GGUF file is converted by rule convert_gguf; the manifest points there."""
+    if "gguf" in config["models"][wildcards.model]:
+        return f"results/models/{wildcards.model}/converted"
+    return []
+
+
+def gguf_file(wildcards):
+    """The GGUF file of a model (models.<model>.gguf: a path, or a file inside a package), when it
+    exists: a missing one is the preflight's to name, with its key."""
+    from pipeline.models import gguf
+
+    try:
+        path = gguf.locate(config["models"][wildcards.model]["gguf"])
+    except gguf.GGUFError:
+        return []
+    return [str(path)] if path.is_file() else []
+
+
 def manifest_path(model):
     return f"results/models/{model}/model.json"
 
@@ -207,6 +226,11 @@ def mask_inputs(wildcards):
         cfg.stats_path(wildcards.model, kind, cal)
         for kind, cal in cfg.variant_stats(config, wildcards.variant)
     ]
+    if config["variants"][wildcards.variant].get("allocation") == "alphapruning":
+        # known from the alphas alone: computed and checked by its own job, before this one
+        inputs["allocation"] = (
+            f"results/allocation/{wildcards.model}/{wildcards.variant}.parquet"
+        )
     scores = config["variants"][wildcards.variant].get("layerif", {}).get("scores")
     if scores and os.path.isfile(scores):  # a missing file: the preflight names its key
         inputs["layerif_scores"] = scores

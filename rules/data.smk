@@ -20,10 +20,29 @@ rule train_demo:
         "--out {output.model} --plot results/plots/training_loss-{wildcards.model} > {log:q} 2>&1"
 
 
+rule convert_gguf:
+    """Dequantize a model's GGUF file once into a float32 safetensors checkpoint with its tokenizer."""
+    input:
+        gguf_file,
+    output:
+        directory("results/models/{model}/converted"),
+    log:
+        "results/logs/convert_gguf/{model}.log",
+    benchmark:
+        "results/logs/convert_gguf/{model}.benchmark.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        spec=model_spec,
+    shell:
+        "python -m pipeline.stages.convert_gguf --spec {params.spec:q} --out {output} > {log:q} 2>&1"
+
+
 rule base_model:
-    """Resolve a base model once: download from the Hub, check a local folder, build or train the demo."""
+    """Resolve a base model once: download from the Hub, check a local folder, point at a converted GGUF, build or train the demo."""
     input:
         trained_model,
+        converted_model,
     output:
         "results/models/{model}/model.json",
     log:

@@ -47,6 +47,24 @@ rule stats_activations:
         "--spec {params.spec:q} --out {output} > {log:q} 2>&1"
 
 
+rule allocation:
+    """AlphaPruning's per-block sparsities from the alphas, refused outside [0, 1) before any masks job."""
+    input:
+        "results/stats/{model}/alphas.parquet",
+    output:
+        "results/allocation/{model}/{variant}.parquet",
+    log:
+        "results/logs/allocation/{model}/{variant}.log",
+    benchmark:
+        "results/logs/allocation/{model}/{variant}.benchmark.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        spec=mask_spec,
+    shell:
+        "python -m pipeline.stages.allocation --alphas {input} --spec {params.spec:q} --out {output} > {log:q} 2>&1"
+
+
 rule masks:
     """Compute a variant's masks block by block (unstructured) or choose blocks to remove."""
     input:

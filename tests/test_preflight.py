@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.core import config as cfg
-from pipeline.core import preflight
+from pipeline.core import gpus, preflight
 from tests.workflow_util import ROOT, copy_workflow, snakemake
 
 
@@ -58,9 +58,20 @@ def test_generation_of_a_real_model_without_gpu_is_refused(monkeypatch):
     config = cfg.load(ROOT / "config" / "config.yaml")
     found = preflight.problems(config, [("generate", {"model": "qwen3-8B", "variant": "dense", "benchmark": "aime24"})])
     assert len(found) == 1 and "need a GPU" in found[0] and "profiles/slurm" in found[0]
-    assert found[0].startswith("generation:")
+    assert found[0].startswith("models.qwen3-8B.device:") and "models.qwen3-8B.device: cpu" in found[0]
     # not when the jobs go to a cluster, whose nodes have the GPUs
     assert preflight.problems(config, [("generate", {"model": "qwen3-8B", "variant": "dense", "benchmark": "aime24"})], local=False) == []
+    # nor when the model says it runs on the CPU: then no job of it holds a GPU
+    config["models"]["qwen3-8B"]["device"] = "cpu"
+    jobs = [(rule, {"model": "qwen3-8B", "variant": "dense", "benchmark": "aime24"})
+            for rule in ("generate", "perplexity", "masks", "stats_activations")]
+    assert [line for line in preflight.problems(config, jobs) if "GPU" in line] == []  # (wikitext2 is on the Hub)
+    assert {gpus.job_devices(config, rule, "qwen3-8B") for rule, _ in jobs} == {0}
+    assert cfg.mask_slice(config, "qwen3-8B", "dense")["device"] == "cpu"
+    assert cfg.perplexity_slice(config, "qwen3-8B", "dense")["device"] == "cpu"
+    config["generation"]["vllm"]["tensor_parallel_size"] = 2
+    [line] = [line for line in preflight.problems(config, jobs) if "GPU" in line]
+    assert line.startswith("generation.vllm.tensor_parallel_size:") and "models.qwen3-8B.device: cpu" in line
 
 
 def test_snakemake_stops_before_any_job(tmp_path):
@@ -91,7 +102,7 @@ def test_dry_run_of_the_study_without_gpu_or_hub_is_refused(tmp_path, monkeypatc
     output = result.stdout + result.stderr
     assert result.returncode != 0
     for key in ("models.qwen3-8B.hub", "models.s1.1-7B.hub", "benchmarks.gpqa_diamond.hub", "calibration.c4.source",
-                "perplexity.text", "generation: the generate jobs"):
+                "perplexity.text", "models.qwen3-8B.device: the generate jobs"):
         assert key in output, key
     block = output[output.index("prune-tts: cannot start"):]  # Snakemake's own header names the folder
     assert "Traceback" not in block and str(workdir) not in block

@@ -407,16 +407,25 @@ def depth_problems(config: dict, model: str, depth: int) -> list[str]:
     return problems
 
 
+def gguf_source_problems(key: str, source: dict | None) -> list[str]:
+    """models.<name>.gguf names its file one way: path, or package and file."""
+    if source is None or (set(source) in ({"path"}, {"package", "file"})):
+        return []
+    return [f"{key}.gguf: has {', '.join(sorted(source)) or 'nothing'}. Allowed: path (a .gguf file), or package "
+            "(an installed Python package) and file (the name of the .gguf inside it). Fix: give one of the two"]
+
+
 def _semantic_problems(config: dict) -> list[str]:
     problems = []
     for name, model in config["models"].items():
         key = f"models.{name}"
-        sources = [s for s in ("hub", "path", "demo") if s in model]
+        sources = [s for s in ("hub", "path", "gguf", "demo") if s in model]
         if len(sources) != 1:
             problems.append(
                 f"{key}: found {' and '.join(sources) or 'no source'}. Allowed: exactly one of hub (a Hub id), "
-                "path (a local checkpoint folder) or demo (a tiny offline model). Fix: keep one"
+                "path (a local checkpoint folder), gguf (a GGUF file) or demo (a tiny offline model). Fix: keep one"
             )
+        problems += gguf_source_problems(key, model.get("gguf"))
         if model["template"] == "generic":
             needed = {"think_start", "think_end", "answer_start", "forced_answer"}
             missing = sorted(needed - set(model.get("delimiters", {})))
@@ -561,7 +570,7 @@ def model_source(config: dict, model: str) -> dict:
     """What identifies the base model's weights (not how it is prompted); a trained demo model
     is identified by its task too."""
     spec = config["models"][model]
-    keys = ("hub", "revision") if "hub" in spec else ("path",) if "path" in spec else ("demo",)
+    keys = ("hub", "revision") if "hub" in spec else ("path",) if "path" in spec else ("gguf",) if "gguf" in spec else ("demo",)
     source = {"name": model, **{k: spec[k] for k in keys}}
     if is_trained_demo(config, model):
         source["task"] = config["demo_task"]
@@ -611,6 +620,12 @@ def calibration_slice(config: dict, model: str, calibration: str) -> dict:
     return slice_
 
 
+def pruning_device(config: dict, model: str) -> str:
+    """Where the statistics, masks and perplexity of `model` compute: the CPU for a model with
+    device: cpu, else pruning.device."""
+    return "cpu" if config["models"][model].get("device") == "cpu" else config["pruning"]["device"]
+
+
 def mask_slice(config: dict, model: str, variant: str) -> dict:
     spec = dict(config["variants"][variant])
     spec.pop("calibration", None)  # captured by the calibration input file itself
@@ -619,19 +634,19 @@ def mask_slice(config: dict, model: str, variant: str) -> dict:
         "dtype": config["models"][model]["dtype"],
         "variant": variant,
         "prune": spec,
-        "device": config["pruning"]["device"],
+        "device": pruning_device(config, model),
     }
 
 
 def stats_slice(config: dict, model: str, kind: str) -> dict:
     return {"model": model_source(config, model), "dtype": config["models"][model]["dtype"],
-            "kind": kind, "device": config["pruning"]["device"]}
+            "kind": kind, "device": pruning_device(config, model)}
 
 
 def perplexity_slice(config: dict, model: str, variant: str) -> dict:
     task = {"task": config["demo_task"]} if config["perplexity"]["text"] == "demo_task" else {}
     return {"model": model_source(config, model), "variant": variant, "dtype": config["models"][model]["dtype"],
-            "device": config["pruning"]["device"], **config["perplexity"], **task}
+            "device": pruning_device(config, model), **config["perplexity"], **task}
 
 
 def export_slice(config: dict, model: str, variant: str) -> dict:
@@ -711,6 +726,7 @@ _STAGE_PARTS = {
                    ("device", "pruning.device", "pruning.device", False)],
     "calibration": [("calibration", "calibration.*", "calibration.{set}", True), ("task", "demo_task", "demo_task", False)],
     "train_demo": [("demo", "models.*.demo", "models.{model}.demo", True), ("task", "demo_task", "demo_task", False)],
+    "convert_gguf": [("gguf", "models.*.gguf", "models.{model}.gguf", True)],
     "generate": [("generation", "generation", "generation", True), ("sampling", "models.*.sampling", "models.{model}.sampling", True),
                  ("template", "models.*.template", "models.{model}.template", True),
                  ("dtype", "models.*.dtype", "models.{model}.dtype", False)],

@@ -96,12 +96,20 @@ def describe() -> str:
     return "nvidia-smi" if shutil.which("nvidia-smi") else "no nvidia-smi on PATH"
 
 
+def cpu_model(config: dict, model: str) -> bool:
+    """Every job of `model` runs on the CPU: it says so (models.<model>.device: cpu), or it is a
+    demo model and PRUNE_TTS_FAKE_GPUS does not ask it to behave as a real one."""
+    spec = config["models"][model]
+    return spec.get("device") == "cpu" or ("demo" in spec and not fake_count())
+
+
 def job_devices(config: dict, rule: str, model: str) -> int:
     """Devices one job of `rule` for `model` holds: one for the block-by-block stages (masks,
     statistics), generation.vllm.tensor_parallel_size for the stages that hold the whole model in
     vLLM (generate, perplexity), none for the others. A demo model runs on the CPU and holds none,
-    unless PRUNE_TTS_FAKE_GPUS asks it to behave as a real model."""
-    if "demo" in config["models"][model] and not fake_count():
+    unless PRUNE_TTS_FAKE_GPUS asks it to behave as a real model; so does a model with
+    models.<model>.device: cpu, always."""
+    if cpu_model(config, model):
         return 0
     if rule in ("masks", "stats_activations"):
         return 0 if config["pruning"]["device"] == "cpu" else 1

@@ -160,7 +160,10 @@ def read_model_config(path: Path) -> dict:
 
 
 def _facts_from(config_json: Path, folder: Path | None) -> Facts:
-    data = read_model_config(config_json)
+    return _facts(read_model_config(config_json), folder)
+
+
+def _facts(data: dict, folder: Path | None) -> Facts:
     depth = data.get("num_hidden_layers") or data.get("n_layer")
     context = data.get("max_position_embeddings") or data.get("n_positions")
     return Facts(depth=depth, context=context, folder=folder, data=data)
@@ -182,6 +185,11 @@ def model_facts(config: dict, name: str, reachable: bool) -> tuple[Facts, str | 
         from pipeline.models.demo_model import POSITIONS
 
         return Facts(depth=spec["demo"]["layers"], context=POSITIONS), None
+    if "gguf" in spec:  # not converted yet: the file's header says what it will be
+        from pipeline.models import gguf
+
+        data = gguf.planned_config(spec["gguf"])
+        return (Facts(), None) if data is None else (_facts(data, None), None)
     if "path" in spec:
         folder = Path(spec["path"]).expanduser()
         problem = file_problem(f"{key}.path", str(folder / "config.json"),
@@ -358,6 +366,12 @@ def problems(config: dict, jobs: list[tuple[str, dict]], local: bool = True, gpu
                 if message:
                     unreachable.add(name)
                 add(key, message)
+        elif rule == "convert_gguf":
+            from pipeline.models import gguf
+
+            key = f"models.{wildcards['model']}.gguf"
+            for line in gguf.problems(config["models"][wildcards["model"]]["gguf"], key):
+                add(key, line)
         elif rule == "benchmark_data":
             add(f"benchmarks.{wildcards['benchmark']}", benchmark_problem(config, wildcards["benchmark"]))
         elif rule == "calibration":
@@ -383,7 +397,10 @@ def problems(config: dict, jobs: list[tuple[str, dict]], local: bool = True, gpu
                 add("perplexity.text", file_problem("perplexity.text", text,
                                                     "give a local text file, wikitext2, or set perplexity.enabled: false",
                                                     text=True))
-        elif rule == "masks":
+        elif rule in ("allocation", "masks") and "variant" in wildcards:
+            key = f"variants.{wildcards['variant']}@{wildcards['model']}"
+            add(key + ":allocation", allocation_problem(config, wildcards["model"], wildcards["variant"]))
+        if rule == "masks":
             scores = config["variants"][wildcards["variant"]].get("layerif", {}).get("scores")
             if scores:
                 key = f"variants.{wildcards['variant']}.layerif.scores"
@@ -417,6 +434,19 @@ def problems(config: dict, jobs: list[tuple[str, dict]], local: bool = True, gpu
     return [found[key] for key in sorted(found)]
 
 
+def allocation_problem(config: dict, model: str, variant: str) -> str | None:
+    """A variant's AlphaPruning allocation outside [0, 1) for some block, when the alphas it
+    depends on exist already (else rule allocation checks it as soon as they do)."""
+    prune = config["variants"][variant]
+    alphas = Path(cfg.stats_path(model, "alphas", None))
+    if prune.get("allocation") != "alphapruning" or not alphas.is_file():
+        return None
+    from pipeline.core.artifacts import read_table
+    from pipeline.prune import allocation
+
+    return allocation.alphapruning_problem(read_table(alphas), variant, prune)
+
+
 def device_problem(config: dict, rule: str, wildcards: dict, gpu_limit: int | None = None) -> str | None:
     """A job asking for more GPUs than this machine (or --resources gpu=K) gives, named by its key."""
     if "model" not in wildcards or rule not in ("generate", "perplexity", "masks", "stats_activations"):
@@ -424,10 +454,11 @@ def device_problem(config: dict, rule: str, wildcards: dict, gpu_limit: int | No
     model = wildcards["model"]
     vllm_rule = rule in ("generate", "perplexity")
     tensor_parallel = config["generation"]["vllm"]["tensor_parallel_size"]
-    if "demo" in config["models"][model] and gpus.fake_count() is None:
+    if gpus.cpu_model(config, model):
         if vllm_rule and tensor_parallel > 1:
+            what = "a demo model" if "demo" in config["models"][model] else f"models.{model}.device: cpu"
             return (f"generation.vllm.tensor_parallel_size: {tensor_parallel} splits model {model} over "
-                    f"{tensor_parallel} GPUs, but a demo model runs on the CPU, in one vLLM worker. Fix: set "
+                    f"{tensor_parallel} GPUs, but {what} runs on the CPU, in one vLLM worker. Fix: set "
                     f"generation.vllm.tensor_parallel_size: 1 (or {gpus.FAKE_ENV}=N to rehearse a node with N GPUs)")
         return None
     need = gpus.job_devices(config, rule, model)
@@ -438,9 +469,10 @@ def device_problem(config: dict, rule: str, wildcards: dict, gpu_limit: int | No
     where = f"{have} visible here ({gpus.describe()})" + (f", {gpu_limit} allowed by --resources gpu" if
                                                           gpu_limit is not None and gpu_limit < have else "")
     if have == 0:
-        return (f"{'generation' if vllm_rule else 'pruning.device'}: the {rule} jobs of model {model} need a GPU "
-                "and none is visible here. Fix: run on a GPU machine or submit with --workflow-profile profiles/slurm"
-                + (", or set pruning.device: cpu" if not vllm_rule else ""))
+        return (f"models.{model}.device: the {rule} jobs of model {model} need a GPU "
+                f"and none is visible here. Fix: set models.{model}.device: cpu to run every job of it on the CPU, "
+                "run on a GPU machine, or submit with --workflow-profile profiles/slurm"
+                + (" (pruning alone: pruning.device: cpu)" if not vllm_rule else ""))
     key = "generation.vllm.tensor_parallel_size" if vllm_rule else "pruning.device"
     return (f"{key}: each {rule} job of model {model} needs {need} GPU(s), {where}. Fix: lower {key}"
             f"{'' if vllm_rule else ' (cpu)'}, raise --resources gpu, or run on a node with {need} GPUs")

@@ -115,6 +115,78 @@ def alphapruning_block_sparsity(block_alphas: np.ndarray, block_params: np.ndarr
     return ratio * (sparsity * params.sum() / (ratio * params).sum())
 
 
+def alphapruning_blocks(alphas, sparsity: float, eps: float):
+    """AlphaPruning's allocation from the per-matrix alphas table of the stats stage (block, name,
+    params, alpha): one row per block with its mean alpha, parameters and target sparsity. Needs
+    no weights, so it is known (and checked) as soon as the alphas exist."""
+    blocks = alphas.groupby("block", sort=True).agg(alpha=("alpha", "mean"), params=("params", "sum")).reset_index()
+    blocks["sparsity"] = alphapruning_block_sparsity(blocks.alpha.to_numpy(), blocks.params.to_numpy(), sparsity, eps)
+    return blocks
+
+
+# --------------------------------------------------------------------------- range
+
+
+def _largest_below_one(function, high: float) -> float:
+    """The largest x in [0, high] with function(x) < 1, for a function increasing in x (bisection)."""
+    low = 0.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if function(middle) < 1 else (low, middle)
+    return low
+
+
+def range_problem(per_block, variant: str, prune: dict, recompute=None) -> str | None:
+    """Why an allocation's per-block sparsities (one per block, or per block and group) leave
+    [0, 1), with the keys of variant `variant` to change; None when every one is inside.
+    `recompute(setting, value)`: the allocation's largest sparsity with one setting (sparsity, or
+    the allocation's own: eps, lambda) changed, to say how far it may go."""
+    values = np.asarray(per_block, dtype=np.float64).reshape(len(per_block), -1)
+    bad = np.argwhere((values < 0) | (values >= 1) | ~np.isfinite(values))
+    if not len(bad):
+        return None
+    block = int(bad[0][0])
+    value = values[tuple(bad[0])]
+    allocation = prune.get("allocation", "uniform")
+    key = f"variants.{variant}"
+    target = f"{key}.sparsity" if prune.get("sparsity") is not None else f"{key}.nm"
+    own = {"alphapruning": ("eps", f"{key}.alphapruning.eps"), "owl": ("lambda", f"{key}.owl.lambda"),
+           "layerif": ("e2", f"{key}.layerif.e2")}.get(allocation)
+    where = f"{len(bad)} of {values.size} blocks" if values.shape[1] == 1 else f"{len(bad)} of {values.size} block groups"
+    line = (f"{key}: the {allocation} allocation at mean sparsity {prune.get('sparsity', prune.get('nm'))} gives block "
+            f"{block} sparsity {value:.3f} ({where} outside [0, 1), the range {values.min():.3f} to {values.max():.3f}); "
+            "a matrix cannot lose all of its weights.")
+    fixes = []
+    if not value < 1 and recompute is not None and own:  # how far each setting may go, all else kept
+        setting = (prune.get(allocation) or {}).get(own[0])
+        if setting:
+            fixes.append(f"lower {own[1]} below {_largest_below_one(lambda x: recompute(own[0], x), setting):.3f}")
+        if prune.get("sparsity") is not None:
+            fixes.append(f"lower {target} below {_largest_below_one(lambda x: recompute('sparsity', x), prune['sparsity']):.3f}")
+    elif own:
+        fixes.append(f"lower {own[1]}" + (f" or {target}" if not value < 1 else f", or raise {target}"))
+    return f"{line} Fix: {' or '.join(fixes) or 'lower ' + target}, or use allocation: uniform"
+
+
+def mean_sparsity(prune: dict) -> float:
+    """A variant's mean target sparsity: `sparsity`, or N/M for an N:M pattern."""
+    if prune.get("sparsity") is not None:
+        return float(prune["sparsity"])
+    n, m = (int(part) for part in str(prune["nm"]).split(":"))
+    return n / m
+
+
+def alphapruning_problem(alphas, variant: str, prune: dict) -> str | None:
+    """range_problem of a variant's AlphaPruning allocation, from the alphas table alone."""
+    sparsity, eps = mean_sparsity(prune), prune["alphapruning"]["eps"]
+
+    def largest(setting: str, value: float) -> float:
+        new = (value, eps) if setting == "sparsity" else (sparsity, value)
+        return float(alphapruning_blocks(alphas, *new).sparsity.max())
+
+    return range_problem(alphapruning_blocks(alphas, sparsity, eps).sparsity, variant, prune, largest)
+
+
 # --------------------------------------------------------------------------- LayerIF
 
 

@@ -2,10 +2,12 @@
 `python -m pipeline.stages.<name>` (`--help` lists its arguments):
 
 - train_demo      train a demo model from scratch on the synthetic task (rule train_demo)
+- convert_gguf    dequantize a model's GGUF file once into a safetensors checkpoint (rule convert_gguf)
 - base_model      resolve a base model to a local folder and write its manifest (rule base_model)
 - benchmark_data  load a benchmark into the normalised table (rule benchmark_data)
 - calibration     sample calibration sequences with the model's own tokenizer (rule calibration)
 - stats           per-model statistics shared by every variant (rules stats_weights, stats_activations)
+- allocation      AlphaPruning's per-block sparsities, checked before any masks job (rule allocation)
 - masks           a variant's pruning masks, or the blocks it removes (rule masks)
 - export          the pruned checkpoint that vLLM loads (rule export)
 - perplexity      perplexity of a base or pruned model on a text (rule perplexity)

@@ -2,8 +2,9 @@
 
     python -m pipeline.stages.base_model --spec JSON --out results/models/NAME/model.json
 
-`spec` is pipeline.core.config.model_source(): {name, hub+revision | path | demo}. Hub models are
-downloaded once into the Hugging Face cache (HF_HOME); demo models are built beside the manifest. A
+`spec` is pipeline.core.config.model_source(): {name, hub+revision | path | gguf | demo}. Hub models
+are downloaded once into the Hugging Face cache (HF_HOME); demo models are built beside the manifest;
+a GGUF file is the folder convert_gguf made of it (results/models/NAME/converted). A
 trained demo model is its shipped copy (models.*.demo.shipped) when that was made at the spec's
 settings, else the one train_demo made.
 """
@@ -32,6 +33,11 @@ def resolve(spec: dict, out: Path) -> dict:
         demo_model.build(out.parent / "weights", spec["demo"])
         # relative to the manifest, so a results folder can move
         return {"name": spec["name"], "source": "demo", "path": "weights", "revision": None}
+    if "gguf" in spec:
+        converted = out.parent / "converted"  # written by pipeline.stages.convert_gguf
+        if not (converted / "config.json").exists():
+            raise FileNotFoundError(f"{converted} holds no converted model; run the convert_gguf rule first")
+        return {"name": spec["name"], "source": "gguf", "gguf": spec["gguf"], "path": "converted", "revision": None}
     if "path" in spec:
         folder = Path(spec["path"]).expanduser()
         if not (folder / "config.json").exists():

@@ -50,9 +50,10 @@ def _group(name: str) -> int:
     return 0 if "attn" in name else 1
 
 
-def targets(model, prune: dict, stats: dict, samples, device) -> tuple[dict, dict]:
+def targets(model, prune: dict, stats: dict, samples, device, variant: str = "<variant>") -> tuple[dict, dict]:
     """Target sparsity per (block, linear name), and the allocation's input per matrix
-    ({(block, name): {column: value}})."""
+    ({(block, name): {column: value}}). An allocation that leaves [0, 1) for any block is a
+    ConfigError naming variant `variant`'s keys, raised before any weight is pruned."""
     layers = decoder_layers(model)
     names = [[n for n, _ in driver.matrices(block)] for block in layers]
     sparsity = prune.get("sparsity")
@@ -73,15 +74,20 @@ def targets(model, prune: dict, stats: dict, samples, device) -> tuple[dict, dic
             extras.update({(b, n): {"outlier_ratio": ratios[-1]} for n in names[b]})
         clamp = OWL_CLAMP if prune["method"] in ("wanda", "sparsegpt") else None
         per_block = alloc.owl_block_sparsity(np.array(ratios), sparsity, opts["lambda"], clamp)
+
+        def largest(setting, value):
+            new = (value, opts["lambda"]) if setting == "sparsity" else (sparsity, value)
+            return alloc.owl_block_sparsity(np.array(ratios), *new, clamp).max()
+
+        refuse(alloc.range_problem(per_block, variant, prune, largest))
     elif allocation == "alphapruning":
         alloc = allocation_module()
         table = stats.get("alphas")
         if table is None:
             table = model_stats.alphas(model)
+        refuse(alloc.alphapruning_problem(table, variant, prune))
         alpha = {(int(r.block), r.name): float(r.alpha) for r in table.itertuples()}
-        block_alpha = [np.mean([alpha[(b, n)] for n in names[b]]) for b in range(len(layers))]
-        block_params = [sum(W.numel() for _, W in driver.matrices(block)) for block in layers]
-        per_block = alloc.alphapruning_block_sparsity(np.array(block_alpha), np.array(block_params), sparsity, prune["alphapruning"]["eps"])
+        per_block = alloc.alphapruning_blocks(table, sparsity, prune["alphapruning"]["eps"]).sparsity.to_numpy()
         extras = {(b, n): {"alpha": alpha[(b, n)]} for b in range(len(layers)) for n in names[b]}
     elif allocation == "layerif":
         alloc, opts = allocation_module(), prune["layerif"]
@@ -98,6 +104,12 @@ def targets(model, prune: dict, stats: dict, samples, device) -> tuple[dict, dic
             for n, W in driver.matrices(block):
                 params[b, _group(n)] += W.numel()
         groups = alloc.layerif_group_sparsity(influence, params, sparsity, opts["e1"], opts["e2"], opts["direction"])
+
+        def largest(setting, value):
+            s, e2 = (value, opts["e2"]) if setting == "sparsity" else (sparsity, value)
+            return alloc.layerif_group_sparsity(influence, params, s, opts["e1"], e2, opts["direction"]).max()
+
+        refuse(alloc.range_problem(groups, variant, prune, largest))
         out = {(b, n): float(groups[b, _group(n)]) for b in range(len(layers)) for n in names[b]}
         extras = {(b, n): {"influence": float(influence[b, _group(n)])} for b in range(len(layers)) for n in names[b]}
         return out, extras
@@ -223,7 +235,7 @@ def compute_frames(model, spec: dict, samples=None, stats: dict | None = None) -
     if method == "dense":
         raise ValueError("variant method dense has no masks; generate from the base model")
     group = "matrix" if prune.get("allocation") == "layerif" and method != "sparsegpt" else None
-    target, extras = targets(model, prune, stats, samples, device)
+    target, extras = targets(model, prune, stats, samples, device, spec.get("variant", "<variant>"))
     for rows in prune_blocks(model, method, target, scores.parse_nm(prune.get("nm")), samples, device, group, extras):
         for row in rows:
             yield as_table([row])
@@ -260,6 +272,11 @@ def read_stats(paths) -> dict:
     return out
 
 
+def refuse(problem: str | None) -> None:
+    if problem:
+        raise config.ConfigError([problem])
+
+
 def refuse_unsupported(model, spec: dict) -> None:
     """What this model's architecture cannot give the variant (quantized experts, an N:M group
     that does not divide a matrix), before any weight is read."""
@@ -281,6 +298,8 @@ def main(argv=None) -> None:
     config.or_exit(refuse_unsupported, model_dir(args.model), spec)
     samples = read_calibration(args.calibration) if args.calibration else None
     stats = read_stats(args.stats)
+    if spec["prune"].get("allocation") == "alphapruning" and "alphas" in stats:  # known now: before any weight is read
+        config.or_exit(refuse, allocation_module().alphapruning_problem(stats["alphas"], spec.get("variant"), spec["prune"]))
     # block by block from disk, unless LayerIF influence must be computed here (it needs the
     # whole model at once)
     layerif = spec["prune"].get("allocation") == "layerif"
@@ -297,7 +316,7 @@ def main(argv=None) -> None:
             summary.append(frame.drop(columns=["zeroed", "values"], errors="ignore"))
             yield frame
 
-    write_tables(parts(), args.out, spec)
+    config.or_exit(write_tables, parts(), args.out, spec)  # an allocation out of range stops it before pruning
     table = pd.concat(summary)
     if "achieved_sparsity" in table:
         print(f"{spec.get('variant')}: {len(table)} matrices, {sparsity_summary(table)}", file=sys.stderr)
