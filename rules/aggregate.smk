@@ -17,6 +17,7 @@ rule aggregate:
         markdown=pivot_outputs("md"),
         equal_compute=equal_compute_outputs(),
         seeds=[f"results/tables/{name}" for name in tables.SEED_SPREAD],
+        perplexity=perplexity_outputs("perplexity", ("csv", "md")),
     log:
         "results/logs/aggregate/main.log",
     benchmark:
@@ -47,6 +48,7 @@ rule plots:
         compute_svg=plot_outputs("accuracy_vs_compute", "svg"),
         timeline=gpu_timeline_outputs(),
         seeds=seed_plot_outputs(),
+        perplexity=perplexity_outputs("perplexity_vs_sparsity", ("png", "svg")),
     log:
         "results/logs/plots/plots.log",
     benchmark:

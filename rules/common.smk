@@ -8,6 +8,7 @@ import re
 from pipeline.core import config as cfg
 from pipeline.core import gpus as gpu_devices
 from pipeline.core.environment import put_interpreter_first
+from pipeline.models import gguf
 from pipeline.reporting import tables
 
 
@@ -137,6 +138,23 @@ def plot_outputs(kind, fmt):
     ]
 
 
+def perplexity_outputs(kind, suffixes):
+    """Per model, perplexity against sparsity (pipeline.reporting.perplexity), when it is measured."""
+    if not config["perplexity"]["enabled"]:
+        return []
+    return [
+        report_output(
+            f"results/{'tables' if kind == 'perplexity' else 'plots'}/{kind}-{model}.{suffix}",
+            caption=os.path.join(CAPTIONS, f"{kind}.rst"),
+            category="Perplexity",
+            subcategory=model,
+            labels={"model": model, "figure": f"{kind} ({suffix})"},
+        )
+        for model in config["models"]
+        for suffix in suffixes
+    ]
+
+
 def gpu_timeline_outputs():
     return [
         report_output(
@@ -187,6 +205,8 @@ def final_targets():
         + pivot_outputs("md")
         + equal_compute_outputs()
         + [f"results/tables/{name}" for name in tables.SEED_SPREAD]
+        + perplexity_outputs("perplexity", ("csv", "md"))
+        + perplexity_outputs("perplexity_vs_sparsity", ("png", "svg"))
     )
     if judging():
         targets.append("results/tables/judge_disagreements.csv")
@@ -339,7 +359,13 @@ def judgements_flag(wildcards, input):
 
 
 def table_spec(wildcards):
-    return _json(cfg.table_slice(config))
+    spec = cfg.table_slice(config)
+    for name, model in config["models"].items():
+        # a GGUF model's depth is in its file's header (read once, without dequantizing)
+        planned = gguf.planned_config(model["gguf"]) if "gguf" in model else None
+        if planned and planned.get("num_hidden_layers"):
+            spec["depths"][name] = planned["num_hidden_layers"]
+    return _json(spec)
 
 
 # --------------------------------------------------------------------------- resources

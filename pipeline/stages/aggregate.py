@@ -23,7 +23,8 @@ The spec is `config.table_slice`. Besides main.csv the stage writes the pivots o
   flops_per_token_ideal_sparse, attention_flops_per_context_token, checkpoint_bytes,
   generation_tokens_per_s; per cell mean_prompt_tokens, mean_generated_tokens,
   flops_per_problem_dense_hw, flops_per_problem_ideal_sparse (the summed cost of a problem's
-  samples). Besides the pivots: equal-compute-{model}.csv|md (pipeline.reporting.equal_compute).
+  samples). Besides the pivots: equal-compute-{model}.csv|md (pipeline.reporting.equal_compute),
+  and with perplexity files perplexity-{model}.csv|md (pipeline.reporting.perplexity).
 - with judgements (pipeline.stages.judge): judge_accuracy (accuracy with the judge's verdict in place of
   the deterministic one where the judge gave one), judge_asked (rows the judge was asked about)
   and judge_agreement (share of the rows it judged correct or wrong where it agrees with the
@@ -49,7 +50,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from pipeline.core import config
-from pipeline.reporting import compute, equal_compute, tables
+from pipeline.reporting import compute, equal_compute, perplexity, tables
 from pipeline.core.artifacts import atomic_path, read_provenance, read_table, spec_argument
 from pipeline.reporting.tables import variant_order
 
@@ -338,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  correct=grades["correct"].astype(bool)),
                                    table, spec, Path(args.out).parent)
     written += tables.write_seed_spread(table, spec, Path(args.out).parent)
+    written += perplexity.write_tables(table, spec, Path(args.out).parent)
     print(f"{len(table)} cells ({len(incomplete)} not complete) -> {args.out}; pivots: {len(written)} files")
     return 0
 

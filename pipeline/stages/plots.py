@@ -3,7 +3,8 @@
     python -m pipeline.stages.plots --table results/tables/main.csv --spec JSON --out-dir results/plots
 
 Per model (the spec is `config.table_slice`): accuracy_vs_budget-{model}.{png,svg},
-accuracy_vs_sparsity-{model}.{png,svg} and accuracy_vs_compute-{model}.{png,svg}; per family of
+accuracy_vs_sparsity-{model}.{png,svg} and accuracy_vs_compute-{model}.{png,svg}; with a perplexity
+column, perplexity_vs_sparsity-{model}.{png,svg} (pipeline.reporting.perplexity); per family of
 trained demo models with several training seeds, training_seeds-{family}.{png,svg}. With --leases,
 the run's GPU leases as gpu_timeline.{png,svg} (pipeline.reporting.gpu_timeline).
 """
@@ -18,7 +19,7 @@ import pandas as pd
 
 from pipeline.core import gpus
 from pipeline.core.artifacts import spec_argument
-from pipeline.reporting import gpu_timeline
+from pipeline.reporting import gpu_timeline, perplexity
 from pipeline.reporting.plots import (accuracy_vs_budget, accuracy_vs_compute, accuracy_vs_sparsity, plot_paths,
                                       training_seed_spread)
 from pipeline.reporting.tables import seed_families
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         accuracy_vs_budget(table, model, spec, out_dir)
         accuracy_vs_sparsity(table, model, spec, out_dir)
         accuracy_vs_compute(table, model, spec, out_dir)
+        if "perplexity" in table:
+            perplexity.figure(table, model, spec, out_dir)
         print(f"{model}: " + ", ".join(str(p) for p in plot_paths(out_dir, model)))
     for family in seed_families(spec.get("training", {})):
         training_seed_spread(table, family, spec, out_dir)
