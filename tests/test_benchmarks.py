@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -188,3 +189,22 @@ def test_stage_writes_table_with_provenance(tmp_path):
     table = read_table(out)
     assert len(table) >= 3 and all(len(c) == 4 for c in table["choices"])
     assert read_provenance(out)["config"] == spec
+
+
+def test_arithmetic_benchmark_is_drawn_with_its_seed_and_graded_as_integers():
+    from pipeline.data import arithmetic
+
+    definition = benchmarks.resolve_definition("arith", {"arithmetic": {"problems": 200, "seed": 3}})
+    assert definition["grader"] == "integer" and "hub" not in definition
+    table = benchmarks.load("arith", definition)
+    again = benchmarks.load("arith", benchmarks.resolve_definition("arith", {"arithmetic": {"problems": 200, "seed": 3}}))
+    other = benchmarks.load("arith", benchmarks.resolve_definition("arith", {"arithmetic": {"problems": 200, "seed": 4}}))
+    assert table.equals(again) and not table["problem"].equals(other["problem"])
+    assert len(table) == 200 and table["id"].is_unique and table["choices"].isna().all()
+    digits = set()
+    for row in table.itertuples():
+        a, op, b = re.fullmatch(r"What is (\d+) ([+-]) (\d+)\? Answer with the number only\.", row.problem).groups()
+        assert int(row.answer) == (int(a) + int(b) if op == "+" else int(a) - int(b))
+        digits |= {len(a), len(b)}
+    assert digits == {1, 2} and set(arithmetic.OPERATIONS) == {"+", "-"}
+    assert benchmarks.preflight(definition, "arith") is None  # generated: nothing to reach
