@@ -50,6 +50,8 @@ def test_study_config_dry_run_schedules_the_whole_grid(tmp_path):
     # statistics shared by variants are computed once per model: OWL activations and LayerIF
     # influence (c4), ShortGPT block influence (pg19), AlphaPruning spectra
     assert jobs["stats_activations"] == models * 3 and jobs["stats_weights"] == models
+    # AlphaPruning's allocation is checked by its own job before the masks: 3 methods x 2 sparsities
+    assert jobs["allocation"] == models * 3 * 2
 
 
 @pytest.fixture(scope="module")
