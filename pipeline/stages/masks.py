@@ -299,7 +299,7 @@ def main(argv=None) -> None:
     samples = read_calibration(args.calibration) if args.calibration else None
     stats = read_stats(args.stats)
     if spec["prune"].get("allocation") == "alphapruning" and "alphas" in stats:  # known now: before any weight is read
-        config.or_exit(refuse, allocation_module().alphapruning_problem(stats["alphas"], spec.get("variant"), spec["prune"]))
+        config.or_exit(refuse, allocation_module().alphapruning_problem(stats["alphas"], spec.get("variant", "<variant>"), spec["prune"]))
     # block by block from disk, unless LayerIF influence must be computed here (it needs the
     # whole model at once)
     layerif = spec["prune"].get("allocation") == "layerif"
