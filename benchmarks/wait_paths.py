@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SENTENCE_ENDS = (".", "?", "!", ".$", "$.")
+SENTENCE_ENDS = (".", "?", "!", ".$")
 
 
 def thinking_text(bound, row: dict) -> str:
@@ -42,7 +42,7 @@ def measure(bound, rows: list[dict]) -> dict:
     """Figures over every cut of every row's thinking, and over the cuts after a line break and
     after a sentence's end (where thinking tends to end by itself)."""
     groups = {"all": _tally(), "after_newline": _tally(), "sentence_end": _tally()}
-    deltas, back = Counter(), Counter()
+    deltas, back, shapes = Counter(), Counter(), Counter()
     for row in rows:
         prompt = bound.prompt_ids(row["problem"])
         thinking = bound.encode(thinking_text(bound, row))
@@ -62,9 +62,11 @@ def measure(bound, rows: list[dict]) -> dict:
             if ids != text:
                 deltas[len(text) - len(ids)] += 1
                 back[max(0, junction - first)] += 1
+                shapes[" + ".join(repr(bound.decode([t])) for t in text[first:])] += 1
     return {**groups, "count_change": {str(d): n for d, n in sorted(deltas.items())},
             "tokens_back": {str(b): n for b, n in sorted(back.items())},
-            "furthest_back": max(back, default=0)}
+            "furthest_back": max(back, default=0),
+            "text_path_tokens": dict(shapes.most_common(6))}  # the commonest re-tokenised junctions
 
 
 def main() -> int:

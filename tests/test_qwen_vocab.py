@@ -263,6 +263,7 @@ def test_text_path_departs_from_ids_only_at_the_wait(qwen_tokenizers, qwen_dirs,
 VLLM_BUDGETS = [4, 16, 40]
 VLLM_RUNS = {"qwen3": ("project", [0, 2]), "s1": ("s1", [1])}  # one thinking run each
 VLLM_PROBLEMS = SOLUTIONS[:3]
+S1_GREEDY_BUDGETS = [1, 2, 3, 8]
 
 
 def engine_run(model_dir: str, out: str) -> None:
@@ -291,6 +292,19 @@ def engine_run(model_dir: str, out: str) -> None:
                                tuple(bound.prompt_ids(row["problem"])), row["answer"], None) for row in VLLM_PROBLEMS]
         rows = bf.run(backend, bound, requests, VLLM_BUDGETS, 8, waits, bf.Tally(), rule=rule)
         record[name] = {"rows": rows, "gens": gens, "outs": outs}
+    # greedy, `wait_rule: s1` against the rewrite of s1's harness loop, on the real ids
+    from tests.test_budget_forcing import COMPARED, s1_harness
+
+    bound = templates.bind(templates.get("s1"), tokenizer, model_dir, "Wait")
+    greedy = VllmBackend(llm, {"temperature": 0.0, "top_p": 1.0, "top_k": -1, "min_p": 0.0})
+    requests = [bf.Request(row["unique_id"], 0, 0, 0, tuple(bound.prompt_ids(row["problem"])), "", None)
+                for row in VLLM_PROBLEMS]
+    record["s1_harness"] = []
+    for wait_times in (0, 1):
+        ours = bf.run(greedy, bound, requests, S1_GREEDY_BUDGETS, 4, [wait_times], bf.Tally(), rule="s1")
+        items = [(r.prompt_ids, b) for r in requests for b in S1_GREEDY_BUDGETS]
+        theirs = s1_harness(llm, bound, items, wait_times, 4)
+        record["s1_harness"] += [[{f: o[f] for f in COMPARED}, {f: t[f] for f in COMPARED}] for o, t in zip(ours, theirs)]
     Path(out).write_text(json.dumps(record))
 
 
@@ -333,3 +347,9 @@ def test_vllm_generates_under_budgets_in_qwen_tokens(tmp_path, qwen_tokenizers, 
         assert {r["think_finish"] for r in rows} >= {"budget", "think_end"}
         assert max(r["waits"] for r in rows) >= 1
         assert any(bound.forced_answer_ids == p[-len(bound.forced_answer_ids):] for p in answer_prompts)
+    # an independent rewrite of s1's loop gives the same thinking, delimiter and answer ids
+    pairs = record["s1_harness"]
+    assert len(pairs) == 2 * len(VLLM_PROBLEMS) * len(S1_GREEDY_BUDGETS)
+    for ours, theirs in pairs:
+        assert ours == theirs
+    assert {ours["hit_budget"] for ours, _ in pairs} == {True, False}
