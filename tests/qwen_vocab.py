@@ -14,8 +14,8 @@ FIM and think tokens as not special, so `skip_special_tokens` keeps them). The c
 Qwen2.5's and Qwen3's reduced to what a prompt of system and user turns, and an assistant turn,
 renders (no tools): the same text for those.
 
-The conversion (merges recovered from the ranks) takes about 10 s; tests build each family once
-per session (tests/conftest.py, `qwen_tokenizers`).
+The conversion (merges recovered from the ranks) takes seconds; tests build each family once per
+session (tests/conftest.py: `qwen_dirs`, `qwen_tokenizers`).
 """
 
 from __future__ import annotations

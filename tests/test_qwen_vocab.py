@@ -180,7 +180,8 @@ class ReplayBackend:
         return outs
 
 
-def test_budgets_cut_real_thinking_in_qwen_tokens(qwen_tokenizers, qwen_dirs):
+@pytest.mark.parametrize("rule", ["project", "s1"])
+def test_budgets_cut_real_thinking_in_qwen_tokens(qwen_tokenizers, qwen_dirs, rule):
     """A worked solution thought in two rounds: the first ends by itself after "We want to find the
     value of $b$.", Wait, then the rest. Budgets around the end of the first round."""
     bound = bound_for(qwen_tokenizers, qwen_dirs, "qwen3")
@@ -194,7 +195,8 @@ def test_budgets_cut_real_thinking_in_qwen_tokens(qwen_tokenizers, qwen_dirs):
     backend = ReplayBackend(bound, prompt, [first_ids, rest_ids, []], answer)
     request = bf.Request("p", 0, 0, 1, tuple(prompt), "3", None)
     budgets = [24, 86, 87, 88, 98, 512]
-    rows = {r["budget"]: r for r in bf.run(backend, bound, [request], budgets, 16, [1], bf.Tally(quiet=True))}
+    rows = {r["budget"]: r for r in bf.run(backend, bound, [request], budgets, 16, [1], bf.Tally(quiet=True),
+                                           rule=rule)}
     forced, natural = bound.forced_answer_ids, bound.answer_start_ids
     expected = {  # budget: thinking ids, forced answer, Waits, how thinking ended
         24: (first_ids[:24], True, 0, "budget"),
@@ -204,6 +206,8 @@ def test_budgets_cut_real_thinking_in_qwen_tokens(qwen_tokenizers, qwen_dirs):
         98: (first_ids + [WAIT] + rest_ids[:11], True, 1, "budget"),
         512: (first_ids + [WAIT] + rest_ids, False, 1, "think_end"),
     }
+    if rule == "s1":  # s1 appends Wait whatever is left, and the next round's tokens are cut away
+        expected[87] = (first_ids + [WAIT], True, 1, "budget")
     for budget, (thinking, hit, waits, finish) in expected.items():
         got = rows[budget]
         assert (got["thinking_ids"], got["hit_budget"], got["waits"], got["think_finish"]) == (
@@ -213,7 +217,7 @@ def test_budgets_cut_real_thinking_in_qwen_tokens(qwen_tokenizers, qwen_dirs):
         assert prompt + thinking + (forced if hit else natural) in backend.answer_prompts
     assert rows[24]["thinking"] == ("For simplicity, replace the triangle with the letter $a$, the square with the "
                                     "letter $b$, the diamond with the")
-    assert rows[87]["thinking"].endswith("We want to find the value of $b$.")
+    assert rows[87]["thinking"].endswith("We want to find the value of $b$." + ("Wait" if rule == "s1" else ""))
     assert rows[98]["thinking"].endswith(
         "the value of $b$.Wait We can substitute the second equation into the third equation to")  # 11 words, 11 tokens
     assert rows[98]["answer_prefix"] == templates.QWEN3_EARLY_STOP + "</think>\n\nFinal Answer:"
