@@ -79,7 +79,8 @@ def qwen_dirs(tmp_path_factory):
     each saved with Qwen's generation_config.json: {"qwen2.5": folder, "qwen3": folder}."""
     from tests import qwen_vocab
 
-    return {family: qwen_vocab.save(family, tmp_path_factory.mktemp(f"qwen-{family}")) for family in qwen_vocab.FAMILIES}
+    return {family: qwen_vocab.save(family, tmp_path_factory.mktemp(f"qwen-{family}"))
+            for family in qwen_vocab.FAMILIES}
 
 
 @pytest.fixture(scope="session")

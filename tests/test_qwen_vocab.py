@@ -308,7 +308,8 @@ def engine_run(model_dir: str, out: str) -> None:
         ours = bf.run(greedy, bound, requests, S1_GREEDY_BUDGETS, 4, [wait_times], bf.Tally(), rule="s1")
         items = [(r.prompt_ids, b) for r in requests for b in S1_GREEDY_BUDGETS]
         theirs = s1_harness(llm, bound, items, wait_times, 4)
-        record["s1_harness"] += [[{f: o[f] for f in COMPARED}, {f: t[f] for f in COMPARED}] for o, t in zip(ours, theirs)]
+        record["s1_harness"] += [[{f: o[f] for f in COMPARED}, {f: t[f] for f in COMPARED}]
+                                 for o, t in zip(ours, theirs)]
     Path(out).write_text(json.dumps(record))
 
 
