@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -71,19 +72,18 @@ def measure(bound, rows: list[dict]) -> dict:
 
 def main() -> int:
     sys.path.insert(0, str(ROOT))
+    from transformers import AutoTokenizer
+
     from pipeline.generation import templates
     from tests import qwen_vocab
 
     rows = [json.loads(line) for line in (ROOT / "tests" / "fixtures" / "math500_solutions.jsonl").open()]
     report = {}
     for name, family in (("s1", "qwen2.5"), ("qwen3", "qwen3")):
-        import tempfile
-
-        folder = qwen_vocab.save(family, tempfile.mkdtemp())
-        from transformers import AutoTokenizer
-
-        bound = templates.bind(templates.get(name), AutoTokenizer.from_pretrained(folder), folder, "Wait")
-        report[name] = measure(bound, rows)
+        with tempfile.TemporaryDirectory() as folder:  # loaded from a folder, as a model's tokenizer is
+            qwen_vocab.save(family, folder)
+            bound = templates.bind(templates.get(name), AutoTokenizer.from_pretrained(folder), folder, "Wait")
+            report[name] = measure(bound, rows)
     print(json.dumps(report, indent=1))
     return 0
 
