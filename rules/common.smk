@@ -105,6 +105,36 @@ def equal_compute_outputs():
     ]
 
 
+def claims_outputs(suffix):
+    """Per model, the study's comparisons tested across the grid (pipeline.reporting.claims)."""
+    return [
+        report_output(
+            f"results/tables/claims-{model}.{suffix}",
+            caption=os.path.join(CAPTIONS, "claims.rst"),
+            category="Claims",
+            subcategory=model,
+            labels={"model": model, "table": f"claims ({suffix})"},
+        )
+        for model in config["models"]
+    ]
+
+
+def forest_outputs(fmt):
+    """Per model and benchmark (and pooled), the forest plot of its claims."""
+    return [
+        report_output(
+            str(path),
+            caption=os.path.join(CAPTIONS, "forest.rst"),
+            category="Claims",
+            subcategory=model,
+            labels={"model": model, "figure": f"{path.stem} ({fmt})"},
+        )
+        for model in config["models"]
+        for path in tables.forest_paths("results/plots", model, list(config["benchmarks"]))
+        if path.suffix == f".{fmt}"
+    ]
+
+
 def plot_outputs(kind, fmt):
     return [
         report_output(
@@ -167,12 +197,15 @@ def final_targets():
         + pivot_outputs("csv")
         + pivot_outputs("md")
         + equal_compute_outputs()
+        + claims_outputs("csv")
+        + claims_outputs("md")
         + [f"results/tables/{name}" for name in tables.SEED_SPREAD]
     )
     if judging():
         targets.append("results/tables/judge_disagreements.csv")
     for kind in ("accuracy_vs_budget", "accuracy_vs_sparsity", "accuracy_vs_compute"):
         targets += plot_outputs(kind, "png") + plot_outputs(kind, "svg")
+    targets += forest_outputs("png") + forest_outputs("svg")
     targets += gpu_timeline_outputs() + seed_plot_outputs()
     for model in config["models"]:
         if cfg.trains_demo(config, model):

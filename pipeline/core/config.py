@@ -456,6 +456,13 @@ def _semantic_problems(config: dict) -> list[str]:
                 f"{', '.join(config['calibration']) or 'none defined yet'}. Fix: add calibration.{calibration} "
                 f"or pick a defined one"
             )
+    for i, pair in enumerate(config["tables"]["claims"]["pairs"]):
+        for name in pair:
+            if name not in config["variants"]:
+                problems.append(f"tables.claims.pairs[{i}]: {name!r} is not a variant{_suggest(name, config['variants'])}. "
+                                f"Allowed: {', '.join(config['variants'])}. Fix: name two defined variants")
+        if len(set(pair)) < len(pair):
+            problems.append(f"tables.claims.pairs[{i}]: compares {pair[0]!r} with itself. Fix: name two different variants")
     task = config["demo_task"]
     if task["min_terms"] > task["max_terms"]:
         problems.append(f"demo_task.min_terms: {task['min_terms']} exceeds demo_task.max_terms {task['max_terms']}. "
@@ -715,7 +722,9 @@ _STAGE_PARTS = {
                   ("wait_times", "generation.wait.times", "generation.wait.times", False),
                   ("samples", "generation.samples", "generation.samples", False),
                   ("bootstrap", "tables.bootstrap", "tables.bootstrap", False),
-                  ("confidence", "tables.confidence", "tables.confidence", False)],
+                  ("confidence", "tables.confidence", "tables.confidence", False),
+                  ("correction", "tables.correction", "tables.correction", False),
+                  ("claims", "tables.claims", "tables.claims", False)],
 }
 
 

@@ -16,6 +16,10 @@ Per model (the spec is `config.table_slice`):
                                             per accounting (docs/COMPUTE.md)
     training_loss-{model}.{png,svg}         the demo model's loss per step (rule train_demo)
 
+Per model and benchmark, and pooled over benchmarks (pipeline.reporting.claims):
+    forest-{model}-{benchmark}.{png,svg}    each comparison's difference per budget with its raw
+    forest-{model}--pooled.{png,svg}        and corrected intervals (a panel per Wait setting)
+
 Per family of trained demo models that differ only in their training seed (two or more seeds):
     training_seeds-{family}.{png,svg}       top row: accuracy against budget, a line per variant
                                             through the mean across seeds and a band from the
@@ -37,10 +41,9 @@ import pandas as pd  # noqa: E402
 
 from pipeline.core.artifacts import atomic_path  # noqa: E402
 from pipeline.reporting.compute import ACCOUNTINGS  # noqa: E402
-from pipeline.reporting.tables import (labels, seed_families, seed_spread, variant_order, wait_label,  # noqa: E402
-                                      wait_settings)
+from pipeline.reporting.tables import (FORMATS, labels, seed_families, seed_spread, variant_order,  # noqa: E402
+                                      wait_label, wait_settings)
 
-FORMATS = ("png", "svg")
 TABLE_FIGURES = ("accuracy_vs_budget", "accuracy_vs_sparsity", "accuracy_vs_compute")
 # 20 colours and 7 markers: with 7 prime to 20, no two of the first 140 lines share both
 PALETTE = [plt.get_cmap("tab20")(i) for i in (0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19)]
@@ -272,3 +275,41 @@ def training_loss(history: pd.DataFrame, model: str, stem: str | Path) -> None:
     seconds = history["seconds"].iloc[-1]
     ax.set_title(f"{model}: training ({int(history['tokens'].iloc[-1]):,} tokens, {seconds:.0f} s)")
     save_figure(fig, Path(stem))
+
+
+def forest(claims: pd.DataFrame, model: str, benchmark: str, spec: dict, stem: Path) -> None:
+    """One row per comparison (pipeline.reporting.claims), one point per budget in its colour:
+    the difference (first minus second) with its raw interval (thick) and the interval at the
+    corrected level (thin); filled where the corrected test finds a difference. A panel per Wait
+    setting."""
+    settings = wait_settings(spec)
+    part = claims[(claims["model"] == model) & (claims["benchmark"] == benchmark)]
+    order = list(dict.fromkeys(part["comparison"]))
+    budgets = spec["budgets"]
+    colours = plt.get_cmap("viridis")([i / max(len(budgets) - 1, 1) * 0.85 for i in range(len(budgets))])
+    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings) + 3, 0.42 * len(order) + 1.6),
+                             squeeze=False, sharey=True, layout="constrained")
+    for ax, setting in zip(axes[0], settings):
+        here = part[part["wait_times"] == setting]
+        for i, budget in enumerate(budgets):
+            rows = here[(here["budget"] == budget) & here["difference"].notna()]
+            y = [order.index(c) + (i - (len(budgets) - 1) / 2) * 0.7 / max(len(budgets), 1) for c in rows["comparison"]]
+            ax.hlines(y, rows["ci_low_corrected"], rows["ci_high_corrected"], color=colours[i], linewidth=0.8)
+            ax.hlines(y, rows["ci_low"], rows["ci_high"], color=colours[i], linewidth=2.6)
+            ahead = rows["verdict"].str.endswith(" ahead").to_numpy()
+            ax.scatter(rows["difference"], y, s=22, zorder=3, color=[colours[i] if a else "white" for a in ahead],
+                       edgecolors=colours[i], label=f"budget {budget}")
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(order)), order, fontsize="small")
+        ax.set_ylim(len(order) - 0.5, -0.5)
+        ax.set_xlabel("difference in accuracy (first minus second)")
+        ax.set_title(wait_label(setting) if len(settings) > 1 else "")
+        ax.grid(axis="x", alpha=0.3)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    keys = [Line2D([], [], color="grey", linewidth=2.6, label="raw interval"),
+            Line2D([], [], color="grey", linewidth=0.8, label="corrected interval"),
+            Line2D([], [], color="grey", marker="o", linestyle="", label="ahead after correction"),
+            Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="", label="not ahead")]
+    fig.legend(handles + keys, names + [k.get_label() for k in keys], loc="outside right upper", fontsize="small")
+    fig.suptitle(f"{model}, {benchmark}: the claims, tested across the grid")
+    save_figure(fig, stem)

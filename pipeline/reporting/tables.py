@@ -228,6 +228,27 @@ def write_seed_spread(table: pd.DataFrame, spec: dict, out_dir: str | Path) -> l
     return [csv_path, md_path, orderings_path]
 
 
+def problem_scores(cell: pd.DataFrame) -> pd.Series:
+    """A cell's score per problem: its mean over seeds and samples (the unit every interval resamples)."""
+    return cell.groupby("problem_id")["correct"].mean()
+
+
+def paired(first: pd.Series, second: pd.Series) -> pd.DataFrame:
+    """Two per-problem series side by side over the problems both have: the pairing of every
+    paired interval (the main table's delta to dense, equal compute, the claims)."""
+    return pd.concat([first, second], axis=1, join="inner")
+
+
+FORMATS = ("png", "svg")  # every figure's
+
+
+def forest_paths(out_dir: str | Path, model: str, benchmarks: list[str]) -> list[Path]:
+    """forest-{model}-{benchmark}.{png,svg}, and forest-{model}--pooled for the pooled verdicts
+    of several benchmarks (no benchmark name starts with '-')."""
+    stems = [f"forest-{model}-{b}" for b in benchmarks] + ([f"forest-{model}--pooled"] if len(benchmarks) > 1 else [])
+    return [Path(out_dir) / f"{stem}.{fmt}" for stem in stems for fmt in FORMATS]
+
+
 def cell_rng(*key) -> np.random.Generator:
     """A bootstrap generator seeded by its cell's key, so a cell's interval does not depend on
     table order (the main table's and the equal-compute table's intervals)."""
