@@ -200,3 +200,23 @@ def test_the_stage_writes_the_claims_and_the_plots_draw_them(tmp_path):
         assert path.stat().st_size > 1000
     svg = (tmp_path / "plots" / "forest-s1.1-7B--pooled.svg").read_text()
     assert "wanda 25% against shortgpt, 1 block removed" in svg and "budget 1024" in svg
+
+
+def test_the_cost_command_says_the_seeds_a_benchmark_needs(tmp_path, capsys):
+    from pipeline import cost
+
+    config = cost.load_config(["config/demo.yaml"])
+    rows = {r["benchmark"]: r for r in cost.detection(config, 0.1)}
+    assert set(rows) == set(config["benchmarks"])
+    r = rows["chain_math"]
+    seeds, draws = r["seeds_needed"], config["generation"]["samples"]
+    assert power.detectable(100, draws * seeds, 0.0, 0.5, 0.05, 0.8) <= 0.1 < power.detectable(100, draws * (seeds - 1), 0.0, 0.5, 0.05, 0.8)
+    # the variance a claims table observed: a spread of the difference over problems that no seed removes
+    observed = pd.DataFrame({"benchmark": ["chain_math", "chain_choice"], "sd_between": [0.5, 0.05], "sd_within": [0.7, 0.7]})
+    observed.to_csv(tmp_path / "claims.csv", index=False)
+    rows = {r["benchmark"]: r for r in cost.detection(config, 0.1, str(tmp_path / "claims.csv"))}
+    assert rows["chain_math"]["seeds_needed"] is None and rows["chain_choice"]["seeds_needed"] >= 1
+    assert "none suffices: more problems needed" in cost.render_detection(list(rows.values()), 0.1)
+    with pytest.raises(SystemExit):
+        cost.main(["--configfile", "config/demo.yaml", "--detect", "2"])
+    assert "--detect 2.0: a difference in accuracy lies between 0 and 1" in capsys.readouterr().err
