@@ -36,8 +36,8 @@ rule aggregate:
 
 
 rule plots:
-    """Accuracy against thinking budget, sparsity and compute per problem, per model; the
-    forest plots of the claims; the spread across training seeds; the GPU lease timeline."""
+    """Per model: accuracy against budget, sparsity and compute, the claims' forest plots;
+    the spread across training seeds; the GPU lease timeline."""
     input:
         table="results/tables/main.csv",
         claims=[f"results/tables/claims-{model}.csv" for model in config["models"]],

@@ -130,7 +130,9 @@ def forest_outputs(fmt):
             labels={"model": model, "figure": f"{path.stem} ({fmt})"},
         )
         for model in config["models"]
-        for path in tables.forest_paths("results/plots", model, list(config["benchmarks"]))
+        for path in tables.forest_paths(
+            "results/plots", model, list(config["benchmarks"])
+        )
         if path.suffix == f".{fmt}"
     ]
 

@@ -159,7 +159,13 @@ def claims(grades: pd.DataFrame, table: pd.DataFrame, spec: dict, model: str) ->
     names = labels(table[table["model"] == model], spec)
     cells = dict(list(grades[grades["model"] == model].groupby(["variant", "benchmark", "budget", "wait_times"])))
     rows = []
-    for c in comparisons(spec, depth(spec, table, model, dense)):
+    blocks = depth(spec, table, model, dense)
+    found = comparisons(spec, blocks)
+    partnered = {c.second for c in found if c.kind == "unstructured vs structured"}
+    # block removal with no unstructured variant at its share: said, so the reader names a pair
+    unmatched = [f"{names.get(v, v)} ({spec['variants'][v]['layers']} of {blocks or '?'} blocks)" for v in variant_order(spec)
+                 if spec["variants"][v]["method"] in STRUCTURED and v not in partnered]
+    for c in found:
         text = f"{names.get(c.first, c.first)} against {names.get(c.second, c.second)}"
         for budget in spec["budgets"]:
             for setting in wait_settings(spec):
@@ -183,7 +189,9 @@ def claims(grades: pd.DataFrame, table: pd.DataFrame, spec: dict, model: str) ->
     for column in COLUMNS + ["se", "df", "first_role", "second_role"]:
         if column not in frame:
             frame[column] = np.nan
-    return correct(frame, opts)
+    frame = correct(frame, opts)
+    frame.attrs["unmatched"] = unmatched
+    return frame
 
 
 def correct(frame: pd.DataFrame, opts: dict) -> pd.DataFrame:
@@ -212,7 +220,7 @@ def correct(frame: pd.DataFrame, opts: dict) -> pd.DataFrame:
             return NO_GRADES
         if rejected:
             return f"{row.first_role if row.difference > 0 else row.second_role} ahead"
-        if abs(row.difference) < row.mdd:
+        if abs(row.difference) <= row.mdd:
             return "too small to detect"
         return "no difference the grid can detect"
 
@@ -242,6 +250,10 @@ def markdown(frame: pd.DataFrame, model: str, spec: dict) -> str:
              "with its paired t interval over problems (raw, and at the corrected level); MDD: the minimum "
              f"detectable difference at level {opts['alpha']:.2g} and power {opts['power']:.0%}; pooled: over "
              f"benchmarks, {weighting}. Methods: docs/STATISTICS.md.", ""]
+    if frame.attrs.get("unmatched"):
+        lines += ["No unstructured variant prunes the share of block parameters that "
+                  + ", ".join(frame.attrs["unmatched"]) + " removes: add one at that sparsity, or name the pairs "
+                  "in tables.claims.pairs.", ""]
     for setting in wait_settings(spec):
         part = frame[frame["wait_times"] == setting]
         pooled = part[part["benchmark"] == (POOLED if len(spec["benchmarks"]) > 1 else spec["benchmarks"][0])]
