@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipeline.reporting import tables
 from pipeline.reporting.reproduction import tolerance
 from tests.workflow_util import ROOT, copy_workflow, scheduled_jobs, snakemake, write_config
 
@@ -71,6 +72,8 @@ def test_demo_writes_pivots_and_plots(demo_run):
             assert len(pivot) >= len(DEMO["variants"])
     for kind in ("accuracy_vs_budget", "accuracy_vs_sparsity"):
         png = demo_run / "results" / "plots" / f"{kind}-chain-qwen3.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for png in tables.forest_paths(demo_run / "results" / "plots", "chain-qwen3", list(DEMO["benchmarks"]))[::2]:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -209,7 +212,9 @@ def test_report_gathers_tables_and_plots(demo_run):
     names = zipfile.ZipFile(demo_run / "results" / "report.zip").namelist()
     assert any(name.endswith("main.csv") for name in names), names
     assert any(name.endswith("accuracy_vs_budget-chain-qwen3.png") for name in names), names
-    assert any(name.endswith("gpu_timeline.png") for name in names), names  # empty on the CPU: it says so
+    assert any(name.endswith("gpu_timeline.png") for name in names), names
+    assert any(name.endswith("claims-chain-qwen3.md") for name in names), names
+    assert any(name.endswith("forest-chain-qwen3--pooled.png") for name in names), names  # empty on the CPU: it says so
 
 
 def test_nothing_to_do_after_a_complete_run(demo_run):
@@ -239,6 +244,12 @@ def test_changing_a_grading_option_reruns_grading_and_tables_only(demo_run):
     jobs = _dry_run_with(demo_run, config, "grading")
     cells = len(DEMO["variants"]) * len(DEMO["benchmarks"])
     assert jobs == {"grade": cells, "aggregate": 1, "plots": 1, "all": 1}
+
+
+def test_changing_the_correction_redoes_the_tables_only(demo_run):
+    config = copy.deepcopy(DEMO)
+    config["tables"] = {"correction": "holm"}
+    assert _dry_run_with(demo_run, config, "correction") == {"aggregate": 1, "plots": 1, "all": 1}
 
 
 def test_adding_a_benchmark_schedules_only_its_jobs(demo_run):
