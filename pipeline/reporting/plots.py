@@ -40,6 +40,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pipeline.core.artifacts import atomic_path  # noqa: E402
+from pipeline.reporting.claims import POOLED  # noqa: E402
 from pipeline.reporting.compute import ACCOUNTINGS  # noqa: E402
 from pipeline.reporting.tables import (FORMATS, labels, seed_families, seed_spread, variant_order,  # noqa: E402
                                       wait_label, wait_settings)
@@ -308,8 +309,9 @@ def forest(claims: pd.DataFrame, model: str, benchmark: str, spec: dict, stem: P
     handles, names = axes[0][0].get_legend_handles_labels()
     keys = [Line2D([], [], color="grey", linewidth=2.6, label="raw interval"),
             Line2D([], [], color="grey", linewidth=0.8, label="corrected interval"),
-            Line2D([], [], color="grey", marker="o", linestyle="", label="ahead after correction"),
-            Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="", label="not ahead")]
+            Line2D([], [], color="grey", marker="o", linestyle="", label="a difference after correction"),
+            Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="", label="none after correction")]
     fig.legend(handles + keys, names + [k.get_label() for k in keys], loc="outside right upper", fontsize="small")
-    fig.suptitle(f"{model}, {benchmark}: the claims, tested across the grid")
+    where = "pooled over benchmarks" if benchmark == POOLED else benchmark
+    fig.suptitle(f"{model}, {where}: the claims, tested across the grid")
     save_figure(fig, stem)
