@@ -299,19 +299,19 @@ def forest(claims: pd.DataFrame, model: str, benchmark: str, spec: dict, stem: P
             ax.hlines(y, rows["ci_low"], rows["ci_high"], color=colours[i], linewidth=2.6)
             ahead = rows["verdict"].str.endswith(" ahead").to_numpy()
             ax.scatter(rows["difference"], y, s=22, zorder=3, color=[colours[i] if a else "white" for a in ahead],
-                       edgecolors=colours[i], label=f"budget {budget}")
+                       edgecolors=colours[i])
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_yticks(range(len(order)), order, fontsize="small")
         ax.set_ylim(len(order) - 0.5, -0.5)
         ax.set_xlabel("difference in accuracy (first minus second)")
         ax.set_title(wait_label(setting) if len(settings) > 1 else "")
         ax.grid(axis="x", alpha=0.3)
-    handles, names = axes[0][0].get_legend_handles_labels()
-    keys = [Line2D([], [], color="grey", linewidth=2.6, label="raw interval"),
+    keys = [Line2D([], [], color=colours[i], marker="o", linestyle="", label=f"budget {b}") for i, b in enumerate(budgets)]
+    keys += [Line2D([], [], color="grey", linewidth=2.6, label="raw interval"),
             Line2D([], [], color="grey", linewidth=0.8, label="corrected interval"),
             Line2D([], [], color="grey", marker="o", linestyle="", label="a difference after correction"),
             Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="", label="none after correction")]
-    fig.legend(handles + keys, names + [k.get_label() for k in keys], loc="outside right upper", fontsize="small")
+    fig.legend(handles=keys, loc="outside right upper", fontsize="small")
     where = "pooled over benchmarks" if benchmark == POOLED else benchmark
     fig.suptitle(f"{model}, {where}: the claims, tested across the grid")
     save_figure(fig, stem)
