@@ -172,18 +172,18 @@ def claims(grades: pd.DataFrame, table: pd.DataFrame, spec: dict, model: str) ->
                 parts = {}
                 for benchmark in spec["benchmarks"]:
                     first, second = (cells.get((v, benchmark, budget, setting)) for v in (c.first, c.second))
-                    found = part(first, second) if first is not None and second is not None else None
-                    if found is not None:
-                        parts[benchmark] = found
-                groups = [([b], [parts[b]]) if b in parts else ([b], []) for b in spec["benchmarks"]]
+                    paired_part = part(first, second) if first is not None and second is not None else None
+                    if paired_part is not None:
+                        parts[benchmark] = paired_part
+                groups = [(b, [parts[b]] if b in parts else []) for b in spec["benchmarks"]]
                 if len(spec["benchmarks"]) > 1:
-                    groups.append(([POOLED], list(parts.values())))
-                for (benchmark,), found in groups:
+                    groups.append((POOLED, list(parts.values())))
+                for benchmark, tested in groups:
                     row = {"model": model, "kind": c.kind, "comparison": text, "first": c.first, "second": c.second,
                            "benchmark": benchmark, "budget": budget, "wait_times": setting,
                            "first_role": c.first_role, "second_role": c.second_role}
-                    if found:
-                        row.update(paired_test(found, opts["pooling"], opts["alpha"], opts["power"]))
+                    if tested:
+                        row.update(paired_test(tested, opts["pooling"], opts["alpha"], opts["power"]))
                     rows.append(row)
     frame = pd.DataFrame(rows)
     for column in COLUMNS + ["se", "df", "first_role", "second_role"]:
