@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.core.config_checks import semantic_problems, stage_problems
-from pipeline.core.config_schema import root, schema_problems, variant_schema, in_words
+from pipeline.core.config_schema import in_words, root, schema_problems, variant_schema
 from pipeline.core.slices import UNSTRUCTURED, budgets, wait_settings
 
 VERBOSE_ENV = "PRUNE_TTS_VERBOSE"

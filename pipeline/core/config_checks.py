@@ -7,7 +7,7 @@ import copy
 from pathlib import Path
 
 from pipeline.core.benchmark_defs import BUILTIN
-from pipeline.core.config_schema import schema_problems, subschema, suggest, in_words
+from pipeline.core.config_schema import in_words, schema_problems, subschema, suggest
 from pipeline.core.slices import STRUCTURED, UNSTRUCTURED, is_trained_demo, variant_calibration
 
 
