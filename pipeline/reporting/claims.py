@@ -33,7 +33,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from pipeline.core.artifacts import atomic_path
-from pipeline.core.config import STRUCTURED, UNSTRUCTURED
+from pipeline.core.slices import STRUCTURED, UNSTRUCTURED
 from pipeline.reporting import power as pw
 from pipeline.reporting.tables import labels, paired, problem_scores, variant_order, wait_label, wait_settings
 

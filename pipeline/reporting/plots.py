@@ -1,7 +1,7 @@
 """Figures of the main table and of the demo's training, as PNG and SVG (the plots stage,
 pipeline.stages.plots, draws the table's).
 
-Per model (the spec is `config.table_slice`):
+Per model (the spec is `pipeline.core.slices.table_slice`):
     accuracy_vs_budget-{model}.{png,svg}    one panel per benchmark; a line per variant with
                                             its bootstrap interval (sequential test-time scaling);
                                             with several Wait settings, a line per variant and

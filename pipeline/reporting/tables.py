@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.core import config
+from pipeline.core import slices
 from pipeline.core.artifacts import atomic_path
 
 
@@ -30,7 +30,7 @@ def variant_order(spec: dict) -> list[str]:
 
 def wait_settings(spec: dict) -> list[int]:
     """The table spec's Wait settings (generation.wait.times); [0] for a spec without them."""
-    return config.wait_settings(spec.get("wait_times", 0))
+    return slices.wait_settings(spec.get("wait_times", 0))
 
 
 def wait_label(setting: int) -> str:
@@ -148,7 +148,7 @@ _SPREAD_OF = ["accuracy", "pass@4", "perplexity"]
 
 
 def seed_families(training: dict) -> dict[str, list[str]]:
-    """Families (config.training_seeds) of two or more training seeds -> their models."""
+    """Families (slices.training_seeds) of two or more training seeds -> their models."""
     families: dict[str, list[str]] = {}
     for model, member in training.items():
         families.setdefault(member["family"], []).append(model)
@@ -157,7 +157,7 @@ def seed_families(training: dict) -> dict[str, list[str]]:
 
 def seed_spread(table: pd.DataFrame, spec: dict) -> pd.DataFrame:
     """Per cell of a family of trained demo models that differ only in their training seed
-    (config.training_seeds): mean, min and max across the seeds, so that a reader sees which
+    (slices.training_seeds): mean, min and max across the seeds, so that a reader sees which
     figures hold for every seed and which are one training run's."""
     training = spec.get("training", {})
     part = table[table["model"].isin(training) & (table["status"] != "missing")]

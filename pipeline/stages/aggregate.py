@@ -3,7 +3,7 @@
     python -m pipeline.stages.aggregate --grades results/grades/*/*/*.parquet \\
         [--perplexity results/perplexity/*/*.parquet] --spec JSON --out results/tables/main.csv
 
-The spec is `config.table_slice`. Besides main.csv the stage writes the pivots of
+The spec is `pipeline.core.slices.table_slice`. Besides main.csv the stage writes the pivots of
 `pipeline.reporting.tables` next to it. Statistics, per cell:
 
 - accuracy: mean over seeds of each seed's accuracy (over problems and samples);
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grades", nargs="+", required=True, help="grades Parquet files (pipeline.stages.grade)")
     parser.add_argument("--perplexity", nargs="*", default=[], help="perplexity Parquet files")
     parser.add_argument("--judgements", nargs="*", default=[], help="judgements Parquet files (pipeline.stages.judge)")
-    parser.add_argument("--spec", required=True, help="config.table_slice as JSON (or @file)")
+    parser.add_argument("--spec", required=True, help="pipeline.core.slices.table_slice as JSON (or @file)")
     parser.add_argument("--out", required=True, help="main table CSV; pivots are written beside it")
     parser.add_argument("--strict", action="store_true", help="fail when a cell is missing or partial")
     args = parser.parse_args(argv)

@@ -3,7 +3,7 @@
     python -m pipeline.stages.plots --table results/tables/main.csv --spec JSON --out-dir results/plots \
         [--claims results/tables/claims-*.csv]
 
-Per model (the spec is `config.table_slice`): accuracy_vs_budget-{model}.{png,svg},
+Per model (the spec is `pipeline.core.slices.table_slice`): accuracy_vs_budget-{model}.{png,svg},
 accuracy_vs_sparsity-{model}.{png,svg} and accuracy_vs_compute-{model}.{png,svg}; per family of
 trained demo models with several training seeds, training_seeds-{family}.{png,svg}. With --claims,
 per model and benchmark (and pooled) the forest plot of its claims table, forest-{model}-*.{png,svg}. With --leases,
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", required=True, help="main table CSV (pipeline.stages.aggregate)")
-    parser.add_argument("--spec", required=True, help="config.table_slice as JSON (or @file)")
+    parser.add_argument("--spec", required=True, help="pipeline.core.slices.table_slice as JSON (or @file)")
     parser.add_argument("--out-dir", required=True, help="folder for the figures")
     parser.add_argument("--claims", nargs="*", default=[], help="claims tables (pipeline.reporting.claims)")
     parser.add_argument("--leases", help="the run's GPU lease log (results/logs/gpus.jsonl)")
