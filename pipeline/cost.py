@@ -1,6 +1,7 @@
 """What the configured grid costs before it runs: jobs, GPU-hours and disk per stage.
 
     python -m pipeline.cost [--configfile config/config.yaml ...] [--gpus N] [--figures FILE.json] [--out results/cost.md]
+        [--detect DIFFERENCE [--claims results/tables/claims-MODEL.csv | --accuracy P]]
 
 Counts the jobs each rule will run for the whole grid (as `snakemake -n` does on an empty
 results/ folder) and estimates GPU-hours and disk from per-token and per-parameter figures
@@ -11,6 +12,12 @@ with `pruning.keep_checkpoints: false` each is deleted once its generations exis
 Generation dominates. Its "expected" column assumes every thinking phase runs to its budget and
 answers of FIGURES answer_tokens; the "bound" column lets every answer run to
 generation.answer_max_tokens, what a pruned model that never stops would cost.
+
+`--detect` adds, per benchmark, the seeds a paired comparison needs to detect a difference in
+accuracy of that size at the claims tables' level and power (pipeline.reporting.power,
+docs/STATISTICS.md): with the variance a claims table of an earlier run observed (`--claims`), or
+else assuming Bernoulli draws at accuracy `--accuracy` (0.5, the widest) and a difference the
+same on every problem, which only a pilot run can refine (a lower bound on the seeds).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import json
 from pathlib import Path
 
 from pipeline.core import config as cfg
+from pipeline.core import slices
 from pipeline.core import gpus as gpu_devices
 from pipeline.generation import budget_forcing as bf
 
@@ -188,22 +196,22 @@ def _rows(path: Path) -> int:
 def jobs(config: dict) -> dict[str, list[dict]]:
     """Every job of the default target, per rule: the wildcards each job runs with."""
     models, variants, benchmarks = list(config["models"]), list(config["variants"]), list(config["benchmarks"])
-    pruned = [v for v in variants if not cfg.is_dense(config, v)]
+    pruned = [v for v in variants if not slices.is_dense(config, v)]
     out: dict[str, list[dict]] = {rule: [] for rule in (
         "train_demo", "convert_gguf", "base_model", "benchmark_data", "calibration", "stats_weights", "stats_activations",
         "allocation", "masks",
         "export", "perplexity", "generate", "grade", "aggregate", "plots", "all")}
     for model in models:
-        if cfg.trains_demo(config, model):
+        if slices.trains_demo(config, model):
             out["train_demo"].append({"model": model})
         if "gguf" in config["models"][model]:
             out["convert_gguf"].append({"model": model})
         out["base_model"].append({"model": model})
         calibrations, stats = set(), set()
         for variant in pruned:
-            if cfg.variant_calibration(config, variant):
-                calibrations.add(cfg.variant_calibration(config, variant))
-            stats.update(cfg.variant_stats(config, variant))
+            if slices.variant_calibration(config, variant):
+                calibrations.add(slices.variant_calibration(config, variant))
+            stats.update(slices.variant_stats(config, variant))
         calibrations.update(cal for _, cal in stats if cal)
         out["calibration"] += [{"model": model, "calibration": c} for c in sorted(calibrations)]
         for kind, cal in sorted(stats, key=str):
@@ -297,7 +305,7 @@ def estimate(config: dict, figs: dict[str, dict]) -> dict:
     for job in listed.get("masks", []):
         model, spec = job["model"], config["variants"][job["variant"]]
         shape = shapes[model]
-        cal = cfg.variant_calibration(config, job["variant"])
+        cal = slices.variant_calibration(config, job["variant"])
         tokens = config["calibration"][cal]["samples"] * config["calibration"][cal]["length"] if cal else 0
         flop = 2 * 2 * shape["params"] * tokens  # a dense and a pruned pass through every block
         if spec["method"] == "sparsegpt":  # Hessians X^T X per input width, and their solves
@@ -431,6 +439,48 @@ def render(result: dict, figs: dict[str, dict], wall: dict | None = None) -> str
     return "\n".join(lines) + "\n"
 
 
+def detection(config: dict, difference: float, claims: str | None = None, accuracy: float = 0.5) -> list[dict]:
+    """Per benchmark: its problems, the detectable difference at the configured seeds and the
+    seeds needed to detect `difference` (None: more seeds cannot, only more problems)."""
+    import pandas as pd
+
+    from pipeline.reporting import power
+
+    alpha, level = 1 - config["tables"]["confidence"], config["tables"]["claims"]["power"]
+    samples, seeds = config["generation"]["samples"], len(config["generation"]["seeds"])
+    observed = pd.read_csv(claims) if claims else None
+    rows = []
+    for benchmark in config["benchmarks"]:
+        n = problems(config, benchmark)
+        between, within, source = 0.0, 2 * accuracy * (1 - accuracy), f"assumed: accuracy {accuracy:g}, no spread"
+        if observed is not None:
+            here = observed[(observed["benchmark"] == benchmark) & observed["sd_within"].notna()]
+            if here.empty:
+                raise ValueError(f"--claims {claims}: no rows for benchmark {benchmark}. Fix: give the claims table "
+                                 "of a run of this benchmark, or leave --claims out")
+            between, within = float((here["sd_between"] ** 2).median()), float((here["sd_within"] ** 2).median())
+            source = f"observed: median of {len(here)} tests"
+        rows.append({"benchmark": benchmark, "problems": n, "samples": samples, "seeds": seeds, "source": source,
+                     "detectable": power.detectable(n, seeds * samples, between, within, alpha, level),
+                     "seeds_needed": power.seeds_needed(difference, n, samples, between, within, alpha, level),
+                     "alpha": alpha, "power": level})
+    return rows
+
+
+def render_detection(rows: list[dict], difference: float) -> str:
+    first = rows[0]
+    lines = ["", f"## Seeds to detect a difference of {difference:g}", "",
+             f"Paired comparison of two variants, two-sided level {first['alpha']:.2g}, power {first['power']:.0%}, "
+             "before correction for the many tests (docs/STATISTICS.md).", "",
+             "| benchmark | problems | samples | detectable at the configured seeds | seeds needed | variance |",
+             "|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        needed = r["seeds_needed"] if r["seeds_needed"] is not None else "none suffices: more problems needed"
+        lines.append(f"| {r['benchmark']} | {r['problems']} | {r['samples']} | {r['detectable']:.3f} at {r['seeds']} | "
+                     f"{needed} | {r['source']} |")
+    return "\n".join(lines) + "\n"
+
+
 def load_config(paths: list[str]) -> dict:
     merged: dict = {}
     for path in paths:
@@ -446,16 +496,31 @@ def main(argv=None) -> None:
                         "(default: this machine's, pipeline.core.gpus; 1 where it has none)")
     parser.add_argument("--json", help="also write the estimate as JSON here")
     parser.add_argument("--out", help="write the Markdown table here (default: print it)")
+    parser.add_argument("--detect", type=float, help="a difference in accuracy (e.g. 0.05): the seeds each benchmark "
+                        "needs to detect it (docs/STATISTICS.md)")
+    parser.add_argument("--claims", help="with --detect: a claims table of an earlier run, for the observed variance")
+    parser.add_argument("--accuracy", type=float, default=0.5, help="with --detect and no --claims: the accuracy "
+                        "assumed (default 0.5, the widest variance)")
     args = parser.parse_args(argv)
+    if args.detect is not None and not 0 < args.detect < 1:
+        parser.error(f"--detect {args.detect}: a difference in accuracy lies between 0 and 1 (both excluded). Fix: e.g. --detect 0.05")
+    if not 0 < args.accuracy < 1:
+        parser.error(f"--accuracy {args.accuracy}: lies between 0 and 1 (both excluded). Fix: e.g. --accuracy 0.5")
     overrides = json.loads(Path(args.figures).read_text()) if args.figures else None
     figs = figures(overrides)
-    result = estimate(load_config(args.configfile), figs)
+    config = load_config(args.configfile)
+    result = estimate(config, figs)
     count = args.gpus if args.gpus is not None else max(len(gpu_devices.visible_devices()), 1)
     try:
         wall = wall_clock(result, count)
     except ValueError as error:
         parser.error(str(error))
     text = render(result, figs, wall)
+    if args.detect is not None:
+        try:
+            text += render_detection(detection(config, args.detect, args.claims, args.accuracy), args.detect)
+        except (ValueError, FileNotFoundError) as error:
+            parser.error(str(error))
     if args.json:
         from pipeline.core.artifacts import write_json
 
