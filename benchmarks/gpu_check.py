@@ -98,6 +98,7 @@ def main(argv=None) -> None:
 
     from pipeline import cost
     from pipeline.core import config as cfg
+    from pipeline.core import slices, specs
     from pipeline.core.artifacts import write_json, write_table
     from tests import real_shapes
 
@@ -142,14 +143,14 @@ def main(argv=None) -> None:
                                             for _ in range(size["samples"])]}), calibration)
     masks = out / "masks.parquet"
     report["masks"] = stage("pipeline.stages.masks", ["--model", str(model), "--calibration", str(calibration),
-                                               "--spec", cfg.canonical_json(cfg.mask_slice(config, "m", "pruned-50")),
+                                               "--spec", specs.canonical_json(slices.mask_slice(config, "m", "pruned-50")),
                                                "--out", str(masks)], out / "masks.log", env)
     print(f"masks: {report['masks']}", flush=True)
 
     # 3. export
     checkpoint = out / "checkpoint"
     report["export"] = stage("pipeline.stages.export", ["--model", str(model), "--masks", str(masks),
-                                                 "--spec", cfg.canonical_json(cfg.export_slice(config, "m", "pruned-50")),
+                                                 "--spec", specs.canonical_json(slices.export_slice(config, "m", "pruned-50")),
                                                  "--out", str(checkpoint)], out / "export.log", env)
     report["export"]["bytes"] = folder_bytes(checkpoint)
     print(f"export: {report['export']}", flush=True)
@@ -164,11 +165,11 @@ def main(argv=None) -> None:
 
     # 4. generation
     benchmark = out / "synthetic.parquet"
-    stage("pipeline.stages.benchmark_data", ["--spec", cfg.canonical_json(cfg.benchmark_slice(config, "synthetic")),
+    stage("pipeline.stages.benchmark_data", ["--spec", specs.canonical_json(slices.benchmark_slice(config, "synthetic")),
                                   "--out", str(benchmark)], out / "benchmarks.log", env)
     generations = out / "generations.parquet"
     gen = stage("pipeline.stages.generate", ["--model", str(checkpoint), "--benchmark", str(benchmark),
-                                      "--spec", cfg.canonical_json(cfg.generation_slice(config, "m", "pruned-50", "synthetic")),
+                                      "--spec", specs.canonical_json(slices.generation_slice(config, "m", "pruned-50", "synthetic")),
                                       "--out", str(generations)], out / "generate.log", env)
     table = pd.read_parquet(generations)
     phases = [float(s) for s in re.findall(r"^\[generate\] .*?, ([0-9.]+) s \(", (out / "generate.log").read_text(), re.M)]

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from pipeline.core import config as cfg
-from pipeline.core import preflight
+from pipeline.core import slices
+from pipeline import preflight
 from pipeline.core.artifacts import write_table
 from pipeline.prune import allocation
 from tests.workflow_util import ROOT
@@ -86,7 +87,7 @@ def test_the_allocation_stage_refuses_before_writing(tmp_path, capsys):
     from pipeline.stages import allocation as stage
 
     config = _alphapruning_config(tmp_path)
-    spec = cfg.mask_slice(config, "tiny-qwen3", "wanda-70-alpha")
+    spec = slices.mask_slice(config, "tiny-qwen3", "wanda-70-alpha")
     alphas = tmp_path / "results" / "stats" / "tiny-qwen3" / "alphas.parquet"
     out = tmp_path / "allocation.parquet"
     with pytest.raises(SystemExit) as stopped:

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from pipeline.core import config as cfg
-from pipeline.core import preflight
+from pipeline import preflight
 from pipeline.models import gguf
 from tests.workflow_util import ROOT
 
