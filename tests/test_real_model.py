@@ -35,14 +35,18 @@ def real_run(smollm2_checkpoint, tmp_path_factory):
         "models": {"smollm2": {"path": str(smollm2_checkpoint), "device": "cpu", "template": "direct",
                                "dtype": "float32", "size_b": 0.135, "sampling": {"temperature": 0.0}}},
         "variants": VARIANTS,
-        "benchmarks": {"arithmetic": {"arithmetic": {"problems": 20, "seed": 1}}},
+        "benchmarks": {"arithmetic": {"arithmetic": {"problems": 10, "seed": 1}}},
         "calibration": {"whatsnew": {"source": "file", "path": str(ROOT / "config/real/calibration-whatsnew-2.1.rst"),
                                      "samples": 16, "length": 128, "seed": 0}},
         "pruning": {"calibration": "whatsnew", "structured_calibration": "whatsnew"},
         "generation": {"budgets": [8, 32], "seeds": [0], "answer_max_tokens": 32,
                        "vllm": {"max_model_len": 512, "enforce_eager": True, "dtype": "float32"}},
-        "perplexity": {"text": str(ROOT / "config/real/heldout-whatsnew-2.0.rst"), "length": 512},
+        "perplexity": {"text": "heldout.rst", "length": 256},
     }
+    # the first 120 lines of the held-out article (1,611 tokens: 6 windows of 256) keep the seven
+    # perplexity jobs short; config/real.yaml scores 490 lines
+    lines = (ROOT / "config/real/heldout-whatsnew-2.0.rst").read_text().split("\n")
+    (workdir / "heldout.rst").write_text("\n".join(lines[:120]))
     write_config(workdir / "real.yaml", config)
     targets = [f"results/perplexity/smollm2/{v}.parquet" for v in VARIANTS]
     targets.append(f"results/grades/smollm2/{GENERATED}/arithmetic.parquet")
@@ -54,8 +58,8 @@ def test_perplexity_orderings_of_the_papers_hold(real_run):
     ppl = {v: float(read_table(real_run / f"results/perplexity/smollm2/{v}.parquet")["perplexity"].iloc[0])
            for v in VARIANTS}
     tokens = read_table(real_run / "results/perplexity/smollm2/dense.parquet")["tokens"].iloc[0]
-    assert tokens == 11 * 511  # 11 whole windows of 512 tokens, each predicting 511
-    assert 8 < ppl["dense"] < 30, ppl  # a real model on real prose (15.5 at windows of 1024)
+    assert tokens == 6 * 255  # 6 whole windows of 256 tokens, each predicting 255
+    assert 8 < ppl["dense"] < 40, ppl  # a real model on real prose
     for variant in VARIANTS:
         if variant != "dense":
             assert ppl[variant] > 1.1 * ppl["dense"], (variant, ppl)
@@ -68,7 +72,7 @@ def test_perplexity_orderings_of_the_papers_hold(real_run):
 def test_a_pruned_real_model_generates_and_is_graded(real_run):
     grades = read_table(real_run / f"results/grades/smollm2/{GENERATED}/arithmetic.parquet")
     generations = read_table(real_run / f"results/generations/smollm2/{GENERATED}/arithmetic.parquet")
-    assert len(grades) == 20 * 2 and set(grades["budget"]) == {8, 32}
+    assert len(grades) == 10 * 2 and set(grades["budget"]) == {8, 32}
     assert set(generations["template"]) == {"direct"} and set(generations["backend"]) == {"vllm"}
     assert (generations["thinking_tokens"] == 0).all() and (generations["answer_tokens"] <= generations["budget"]).all()
     # the reply is the model's own words under its chat template: text, not token soup
