@@ -50,7 +50,8 @@ def test_owl_below_zero_without_the_clamp_is_refused():
     per_block = allocation.owl_block_sparsity(ratios, 0.1, 0.2, None)
     assert per_block.min() < 0
     line = allocation.range_problem(per_block, "mag-owl", prune)
-    assert line.startswith("variants.mag-owl:") and "lower variants.mag-owl.owl.lambda, or raise variants.mag-owl.sparsity" in line
+    assert line.startswith("variants.mag-owl:")
+    assert "lower variants.mag-owl.owl.lambda, or raise variants.mag-owl.sparsity" in line
 
 
 def test_layerif_groups_clipped_at_one_are_refused():

@@ -162,7 +162,8 @@ def range_problem(per_block, variant: str, prune: dict, recompute=None) -> str |
         if setting:
             fixes.append(f"lower {own[1]} below {_largest_below_one(lambda x: recompute(own[0], x), setting):.3f}")
         if prune.get("sparsity") is not None:
-            fixes.append(f"lower {target} below {_largest_below_one(lambda x: recompute('sparsity', x), prune['sparsity']):.3f}")
+            highest = _largest_below_one(lambda x: recompute("sparsity", x), prune["sparsity"])
+            fixes.append(f"lower {target} below {highest:.3f}")
     elif own:
         fixes.append(f"lower {own[1]}" + (f" or {target}" if not value < 1 else f", or raise {target}"))
     return f"{line} Fix: {' or '.join(fixes) or 'lower ' + target}, or use allocation: uniform"
