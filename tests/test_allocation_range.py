@@ -124,3 +124,20 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return bool(torch.equal(a, b.detach()))
+
+
+def test_the_preflight_refuses_a_layerif_allocation_from_its_scores_file(tmp_path, monkeypatch):
+    from pipeline.prune.allocation import write_layerif_scores
+
+    monkeypatch.chdir(tmp_path)
+    scores = write_layerif_scores(np.array([[0.0, 0.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]), tmp_path / "scores.csv")
+    config = cfg.load_yaml(ROOT / "tests" / "configs" / "random_demo.yaml")
+    config["variants"] = {"w-lif": {"method": "wanda", "sparsity": 0.6, "allocation": "layerif",
+                                    "layerif": {"scores": str(scores)}}}
+    config = cfg.prepare(config)
+    jobs = [("masks", {"model": "tiny-qwen3", "variant": "w-lif"})]
+    [line] = preflight.problems(config, jobs)
+    assert line.startswith("variants.w-lif:") and "variants.w-lif.layerif.e2 below" in line
+    e2 = float(line.split("layerif.e2 below ")[1].split()[0])
+    config["variants"]["w-lif"]["layerif"]["e2"] = e2 - 0.001
+    assert preflight.problems(config, jobs) == []
