@@ -435,16 +435,32 @@ def problems(config: dict, jobs: list[tuple[str, dict]], local: bool = True, gpu
 
 
 def allocation_problem(config: dict, model: str, variant: str) -> str | None:
-    """A variant's AlphaPruning allocation outside [0, 1) for some block, when the alphas it
-    depends on exist already (else rule allocation checks it as soon as they do)."""
-    prune = config["variants"][variant]
-    alphas = Path(slices.stats_path(model, "alphas", None))
-    if prune.get("allocation") != "alphapruning" or not alphas.is_file():
-        return None
+    """A variant's allocation outside [0, 1) for some block, when what it depends on is on disk
+    already: AlphaPruning's alphas (else rule allocation checks it as soon as they exist), LayerIF's
+    scores file or statistics (else the masks job checks it before pruning)."""
     from pipeline.core.artifacts import read_table
     from pipeline.prune import allocation
 
-    return allocation.alphapruning_problem(read_table(alphas), variant, prune)
+    prune = config["variants"][variant]
+    if prune.get("allocation") == "alphapruning":
+        alphas = Path(slices.stats_path(model, "alphas", None))
+        return allocation.alphapruning_problem(read_table(alphas), variant, prune) if alphas.is_file() else None
+    if prune.get("allocation") != "layerif":
+        return None
+    scores = prune.get("layerif", {}).get("scores")
+    try:
+        if scores:
+            influence = allocation.read_layerif_scores(scores)
+        else:
+            from pipeline.prune import stats
+
+            path = Path(slices.stats_path(model, "layerif", slices.variant_calibration(config, variant)))
+            if not path.is_file():
+                return None
+            influence = stats.parse("layerif", read_table(path))
+    except (OSError, ValueError):
+        return None  # an unreadable scores file is named by its own check
+    return allocation.layerif_problem(influence, variant, prune)
 
 
 def device_problem(config: dict, rule: str, wildcards: dict, gpu_limit: int | None = None) -> str | None:

@@ -219,7 +219,7 @@ def stage_problems(stage: str, spec) -> list[str]:
     if not isinstance(spec, dict):
         return [f"--spec: {in_words(spec)} is not a config slice. Allowed: a JSON object (or @file holding one), "
                 "as the workflow passes it. Fix: see the stage's --help"]
-    names = {"model": _name(spec.get("model"), "<model>"), "variant": _name(spec.get("variant"), "<variant>"),
+    names = {"model": _name(spec.get("model") or spec.get("name"), "<model>"), "variant": _name(spec.get("variant"), "<variant>"),
              "benchmark": _name(spec.get("benchmark"), "<benchmark>"), "set": "<set>"}
     problems = []
     for field, schema_path, key, required in _STAGE_PARTS.get(stage, []):
