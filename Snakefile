@@ -5,8 +5,8 @@
 #
 # This file validates the config, includes one rule file per stage and names the targets.
 
+from pipeline import preflight
 from pipeline.core import config as cfg
-from pipeline.core import preflight
 
 # A --configfile replaces the study grid rather than merging into it. Refusals print one line
 # per problem and exit; PRUNE_TTS_VERBOSE=1 adds the traceback.

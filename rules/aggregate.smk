@@ -16,6 +16,8 @@ rule aggregate:
         pivots=pivot_outputs("csv"),
         markdown=pivot_outputs("md"),
         equal_compute=equal_compute_outputs(),
+        claims=claims_outputs("csv"),
+        claims_markdown=claims_outputs("md"),
         seeds=[f"results/tables/{name}" for name in tables.SEED_SPREAD],
     log:
         "results/logs/aggregate/main.log",
@@ -34,10 +36,11 @@ rule aggregate:
 
 
 rule plots:
-    """Accuracy against thinking budget, sparsity and compute per problem, per model; the
-    spread across training seeds; the GPU lease timeline."""
+    """Per model: accuracy against budget, sparsity and compute, the claims' forest plots;
+    the spread across training seeds; the GPU lease timeline."""
     input:
-        "results/tables/main.csv",
+        table="results/tables/main.csv",
+        claims=[f"results/tables/claims-{model}.csv" for model in config["models"]],
     output:
         budget_png=plot_outputs("accuracy_vs_budget", "png"),
         budget_svg=plot_outputs("accuracy_vs_budget", "svg"),
@@ -47,6 +50,8 @@ rule plots:
         compute_svg=plot_outputs("accuracy_vs_compute", "svg"),
         timeline=gpu_timeline_outputs(),
         seeds=seed_plot_outputs(),
+        forest_png=forest_outputs("png"),
+        forest_svg=forest_outputs("svg"),
     log:
         "results/logs/plots/plots.log",
     benchmark:
@@ -56,5 +61,6 @@ rule plots:
     params:
         spec=table_spec,
     shell:
-        "python -m pipeline.stages.plots --table {input} --spec {params.spec:q} --out-dir results/plots "
+        "python -m pipeline.stages.plots --table {input.table} --claims {input.claims} --spec {params.spec:q} "
+        "--out-dir results/plots "
         "--leases results/logs/gpus.jsonl > {log:q} 2>&1"

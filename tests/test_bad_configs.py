@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import preflight
 from pipeline.core import config as cfg
-from pipeline.core import preflight
 from tests.workflow_util import ROOT, copy_workflow, snakemake, write_config
 
 _DELETE = object()

@@ -178,7 +178,8 @@ def test_preflight_offline_without_cache(monkeypatch, tmp_path):
 
 
 def test_stage_writes_table_with_provenance(tmp_path):
-    from pipeline.core.config import benchmark_slice, load as load_config
+    from pipeline.core.config import load as load_config
+    from pipeline.core.slices import benchmark_slice
 
     config = load_config(Path(__file__).parent / "configs" / "random_demo.yaml")
     config["benchmarks"]["gpqa_diamond"]["file"] = str(Path(__file__).parent.parent / "config/demo/mcq.jsonl")

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from pipeline.core import config as cfg
+from pipeline.core import config_schema, slices, specs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +32,7 @@ def test_study_config_describes_the_grid_of_paper_a():
         for sparsity in (0.1, 0.2):
             assert (method, sparsity, None) in methods
     assert set(config["benchmarks"]) >= {"aime24", "amc23", "math500", "gpqa_diamond"}
-    assert cfg.budgets(config) == [512, 1024, 2048, 4096, 8192]
+    assert slices.budgets(config) == [512, 1024, 2048, 4096, 8192]
     assert config["generation"]["seeds"] == [7, 11, 42]
     assert config["models"]["s1.1-7B"]["sampling"] == {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "min_p": 0.0}
     # calibration as the references sample it
@@ -42,10 +43,10 @@ def test_study_config_describes_the_grid_of_paper_a():
 def test_defaults_are_filled_and_variants_pick_their_calibration():
     config = cfg.prepare(demo())
     assert config["variants"]["wanda-20"]["allocation"] == "uniform"
-    assert cfg.variant_calibration(config, "wanda-20") == "c4"
-    assert cfg.variant_calibration(config, "shortgpt-1") == "pg19"
-    assert cfg.variant_calibration(config, "magnitude-20") is None  # magnitude reads no data
-    assert cfg.variant_calibration(config, "dense") is None
+    assert slices.variant_calibration(config, "wanda-20") == "c4"
+    assert slices.variant_calibration(config, "shortgpt-1") == "pg19"
+    assert slices.variant_calibration(config, "magnitude-20") is None  # magnitude reads no data
+    assert slices.variant_calibration(config, "dense") is None
     assert config["generation"]["answer_max_tokens"] == 16
     assert config["generation"]["vllm"]["enable_prefix_caching"] is True
 
@@ -56,12 +57,12 @@ def test_slices_change_only_with_what_they_read():
     changed["variants"]["wanda-20"]["sparsity"] = 0.3
     changed["grading"] = {"timeout_s": 9}
     changed = cfg.prepare(changed)
-    assert cfg.mask_slice(base, "tiny-qwen3", "wanda-20") != cfg.mask_slice(changed, "tiny-qwen3", "wanda-20")
-    assert cfg.mask_slice(base, "tiny-qwen3", "wanda-50") == cfg.mask_slice(changed, "tiny-qwen3", "wanda-50")
-    assert cfg.generation_slice(base, "tiny-qwen3", "dense", "math500") == cfg.generation_slice(changed, "tiny-qwen3", "dense", "math500")
-    assert cfg.grading_slice(base, "math500") != cfg.grading_slice(changed, "math500")
+    assert slices.mask_slice(base, "tiny-qwen3", "wanda-20") != slices.mask_slice(changed, "tiny-qwen3", "wanda-20")
+    assert slices.mask_slice(base, "tiny-qwen3", "wanda-50") == slices.mask_slice(changed, "tiny-qwen3", "wanda-50")
+    assert slices.generation_slice(base, "tiny-qwen3", "dense", "math500") == slices.generation_slice(changed, "tiny-qwen3", "dense", "math500")
+    assert slices.grading_slice(base, "math500") != slices.grading_slice(changed, "math500")
     # canonical: key order does not matter
-    assert cfg.canonical_json({"b": 1, "a": [1, 2]}) == cfg.canonical_json({"a": [1, 2], "b": 1})
+    assert specs.canonical_json({"b": 1, "a": [1, 2]}) == specs.canonical_json({"a": [1, 2], "b": 1})
 
 
 def test_duplicate_variant_names_are_refused(tmp_path):
@@ -75,7 +76,7 @@ def test_duplicate_variant_names_are_refused(tmp_path):
 
 
 def test_every_schema_default_satisfies_the_schema():
-    schema = cfg.schema()
+    schema = config_schema.schema()
     config = cfg.prepare(demo())
     json.dumps(config)  # plain data, usable as a Snakemake param
     assert set(config) <= set(schema["properties"])
@@ -92,5 +93,5 @@ def test_config_imports_no_stage_or_library_module():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout.split()
     # the start-up hook that install.sh puts in the environment may be loaded already
     assert set(loaded) - {"pipeline.core.configfile_hook"} == {
-        "pipeline", "pipeline.core", "pipeline.core.config", "pipeline.core.specs", "pipeline.data",
-        "pipeline.data.benchmark_defs"}
+        "pipeline", "pipeline.core", "pipeline.core.benchmark_defs", "pipeline.core.config", "pipeline.core.config_checks",
+        "pipeline.core.config_schema", "pipeline.core.slices", "pipeline.core.specs"}

@@ -154,3 +154,25 @@ def test_gpu_check_runs_at_the_small_size_on_the_cpu(tmp_path):
     text = (out / "cost-measured.md").read_text()
     assert f"| decode_tokens_per_s_8b | {measured['decode_tokens_per_s_8b']['value']:g} |" in text
     assert (out / "cost-stated.md").read_text() != text
+
+
+def test_a_model_on_the_cpu_is_timed_in_cpu_hours(tmp_path, tiny_model):
+    """models.<name>.device: cpu: no GPU-hours; CPU-hours from the cpu_* figures, generation
+    scaled as 1/parameters from the measured model's size."""
+    config = _small(tmp_path)
+    config["models"] = {"tiny": {"path": str(tiny_model), "template": "qwen3", "dtype": "float32", "size_b": 1,
+                                 "sampling": {}, "device": "cpu"}}
+    figs = cost.figures({"cpu_engine_start_s": 0, "load_gb_per_s": 1e12, "cpu_decode_tokens_per_s": 100,
+                         "cpu_reference_params_b": 1e-3})
+    result = cost.estimate(config, figs)
+    rows = result["rows"]
+    assert all(row["gpu_h"] == 0 for row in rows.values())
+    params = result["shapes"]["tiny"]["params"]
+    tokens = sum(cost.generation_tokens(config, "aime24", 400)[k] for k in ("thinking", "answers_expected"))
+    per_job = tokens / (100 * 1e6 / params) / 3600
+    assert rows["generate"]["cpu_h"] == pytest.approx(rows["generate"]["jobs"] * per_job)
+    assert rows["masks"]["cpu_h"] > 0 and rows["stats_activations"]["cpu_h"] > 0
+    faster = cost.estimate(config, cost.figures({**{k: v["value"] for k, v in figs.items() if k.startswith("cpu")},
+                                                 "load_gb_per_s": 1e12, "cpu_gflops": 2 * figs["cpu_gflops"]["value"]}))
+    assert faster["rows"]["masks"]["cpu_h"] == pytest.approx(rows["masks"]["cpu_h"] / 2)
+    assert "CPU-hours of the models with device: cpu" in cost.render(result, figs)

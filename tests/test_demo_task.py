@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from pipeline.data import benchmarks, demo_task, demo_transcripts
-from pipeline.generation import templates
+from pipeline.data import benchmarks, demo_task
+from pipeline.generation import demo_transcripts, templates
 from pipeline.models import demo_model
 from pipeline.stages import train_demo
 

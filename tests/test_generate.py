@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from pipeline.core import config as cfg
+from pipeline.core import slices
 from pipeline.core.artifacts import read_provenance, write_table
 from pipeline.stages import generate
 
@@ -29,7 +30,7 @@ def make_spec(model_dir, **generation) -> dict:
         "generation": {"budgets": [4, 8], "seeds": [7, 11], "answer_max_tokens": 4,
                        "vllm": {"max_model_len": 1024, "enforce_eager": True, "dtype": "float32"}, **generation},
     })
-    return cfg.generation_slice(config, "tiny", "dense", "mix")
+    return slices.generation_slice(config, "tiny", "dense", "mix")
 
 
 @pytest.fixture

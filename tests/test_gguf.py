@@ -8,7 +8,7 @@ import json
 import pytest
 
 from pipeline.core import config as cfg
-from pipeline.core import preflight
+from pipeline import preflight
 from pipeline.models import gguf
 from tests.workflow_util import ROOT
 
@@ -205,3 +205,11 @@ def test_a_gguf_model_on_the_cpu_dry_runs_without_any_gpu(smollm2_gguf, tmp_path
     write_config(workdir / "gguf.yaml", config)
     refused = snakemake(workdir, "-n", "results/tables/main.csv", "--configfile", "gguf.yaml", env=env, check=False)
     assert refused.returncode != 0 and "models.smollm2.device: cpu" in refused.stdout + refused.stderr
+
+
+def test_the_stage_checks_its_spec_against_the_schema(tmp_path, capsys):
+    from pipeline.stages import convert_gguf
+
+    with pytest.raises(SystemExit):
+        convert_gguf.main(["--spec", json.dumps({"name": "m", "gguf": {"path": 3}}), "--out", str(tmp_path / "c")])
+    assert "models.m.gguf.path" in capsys.readouterr().err

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from pipeline import cost
+from pipeline import preflight
 from pipeline.core import config as cfg
-from pipeline.core import gpus, preflight
+from pipeline.core import gpus
 from pipeline.reporting import gpu_timeline
 from tests.workflow_util import ROOT
 

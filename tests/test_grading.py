@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 
 from pipeline.core.artifacts import read_table, write_table
+from pipeline.grading.answers import STATUSES, grade_one
+from pipeline.grading.comparison import as_number, judge, normalise
+from pipeline.grading.extraction import as_letter, extract, options_named
+from pipeline.grading.worker_pool import KILL_GRACE_S, grade_many
 from pipeline.stages import grade
-from pipeline.grading.answers import (KILL_GRACE_S, STATUSES, as_letter, as_number, extract, grade_many, grade_one, judge,
-                              normalise, options_named)
 
 CASES = [json.loads(line) for line in (Path(__file__).parent / "fixtures" / "grading_cases.jsonl").open()]
 CLASSES = ("choice_hedge", "choice_words", "choice_forms", "choice_text", "last_statement", "heading_block", "remark",

@@ -1,5 +1,6 @@
-"""The package's layout: stages on top of libraries on top of core, no import cycles, and every
-rule running a stage module.
+"""The package's layout: stages on top of libraries on top of core (core importing only core,
+data importing none of the libraries that read it), no import cycles, and every rule running a
+stage module.
 
 The import graph is read from the source with `ast`, so that imports inside functions count
 as much as those at the top of a module. An edge runs from a module to each pipeline module it
@@ -90,9 +91,28 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_sees_module_and_function_level_imports():
     graph = import_graph()
     assert "pipeline.core.specs" in graph["pipeline.core.artifacts"]  # at the top of the module
-    assert "pipeline.generation.requests" in graph["pipeline.core.preflight"]  # inside a function
+    assert "pipeline.generation.requests" in graph["pipeline.preflight"]  # inside a function
     assert "pipeline.generation.budget_forcing" in graph["pipeline.stages.generate"]  # from a package import a module
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def _wrong_imports(package: str, forbidden) -> list[str]:
+    """`package`'s modules that import a module of a package that `forbidden(name)` refuses."""
+    return [f"{module} imports {target}" for module, targets in sorted(import_graph().items())
+            if module.startswith(f"pipeline.{package}.") or module == f"pipeline.{package}"
+            for target in sorted(targets) if forbidden(target.split(".")[1] if target.count(".") else "")]
+
+
+def test_core_imports_only_core():
+    """core is the infrastructure under every library: it reads none of them."""
+    wrong = _wrong_imports("core", lambda package: package != "core")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_data_imports_no_library_that_reads_data():
+    """data (what the workflow reads) sits under pruning, generation, grading and reporting."""
+    wrong = _wrong_imports("data", lambda package: package in ("prune", "generation", "grading", "reporting", "stages"))
+    assert not wrong, "\n".join(wrong)
 
 
 def test_no_import_cycle():

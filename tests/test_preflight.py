@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline import preflight
 from pipeline.core import config as cfg
-from pipeline.core import gpus, preflight
+from pipeline.core import gpus, slices
 from tests.workflow_util import ROOT, copy_workflow, snakemake
 
 
@@ -67,8 +68,8 @@ def test_generation_of_a_real_model_without_gpu_is_refused(monkeypatch):
             for rule in ("generate", "perplexity", "masks", "stats_activations")]
     assert [line for line in preflight.problems(config, jobs) if "GPU" in line] == []  # (wikitext2 is on the Hub)
     assert {gpus.job_devices(config, rule, "qwen3-8B") for rule, _ in jobs} == {0}
-    assert cfg.mask_slice(config, "qwen3-8B", "dense")["device"] == "cpu"
-    assert cfg.perplexity_slice(config, "qwen3-8B", "dense")["device"] == "cpu"
+    assert slices.mask_slice(config, "qwen3-8B", "dense")["device"] == "cpu"
+    assert slices.perplexity_slice(config, "qwen3-8B", "dense")["device"] == "cpu"
     config["generation"]["vllm"]["tensor_parallel_size"] = 2
     [line] = [line for line in preflight.problems(config, jobs) if "GPU" in line]
     assert line.startswith("generation.vllm.tensor_parallel_size:") and "models.qwen3-8B.device: cpu" in line

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline import preflight
 from pipeline.core import config as cfg
-from pipeline.core import preflight
+from pipeline.core import config_schema, slices, specs
 from tests.workflow_util import ROOT, copy_workflow
 
 README = (ROOT / "README.md").read_text()
@@ -64,7 +65,7 @@ def test_readme_describes_the_configured_grid():
     assert {"two": 2}.get(re.search(r"(\w+) models", study).group(1)) == len(config["models"])
     for model in config["models"]:
         assert model.replace("qwen3", "Qwen3") in study
-    budgets = [str(b) for b in cfg.budgets(config)]
+    budgets = [str(b) for b in slices.budgets(config)]
     assert ", ".join(budgets[:-1]) + f" and {budgets[-1]}" in study
     seeds = [str(s) for s in config["generation"]["seeds"]]
     assert ", ".join(seeds[:-1]) + f" and {seeds[-1]}" in study
@@ -80,7 +81,7 @@ def test_readme_describes_the_configured_grid():
 
 def test_readme_explains_every_config_section():
     table = README.split("## Configuration", 1)[1]
-    for section in cfg.schema()["properties"]:
+    for section in config_schema.schema()["properties"]:
         assert f"| `{section}" in table, section
     for key in ("limit", "grader", "columns", "answer_max_tokens", "max_model_len", "keep_checkpoints", "text"):
         assert f"`{key}`" in table, key
@@ -186,7 +187,7 @@ def test_every_readme_command_runs_as_written(tmp_path):
         else:
             if "pipeline.core.provenance" in words:  # an artifact to read, as the demo writes it
                 spec = {"benchmark": "math500", "definition": {"file": "config/demo/math500.jsonl", "grader": "math"}}
-                made = _run([sys.executable, "-m", "pipeline.stages.benchmark_data", "--spec", cfg.canonical_json(spec),
+                made = _run([sys.executable, "-m", "pipeline.stages.benchmark_data", "--spec", specs.canonical_json(spec),
                              "--out", "results/data/math500.parquet"], workdir, env)
                 assert made.returncode == 0, made.stderr[-2000:]
             result = _run(words, workdir, env)

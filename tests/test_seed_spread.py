@@ -8,6 +8,7 @@ import copy
 import pandas as pd
 
 from pipeline.core import config as cfg
+from pipeline.core import slices
 from pipeline.reporting import tables
 from tests.workflow_util import ROOT
 
@@ -21,14 +22,14 @@ def _seeds_config(monkeypatch):
 
 def test_models_that_differ_only_in_their_training_seed_form_a_family(monkeypatch):
     config = _seeds_config(monkeypatch)
-    seeds = cfg.training_seeds(config)
+    seeds = slices.training_seeds(config)
     assert {m: s["family"] for m, s in seeds.items()} == dict.fromkeys(config["models"], "chain-qwen3")
     assert sorted(s["seed"] for s in seeds.values()) == [0, 1, 2]
     # seed 0 is the shipped model; the others are trained (rule train_demo)
-    assert [cfg.trains_demo(config, m) for m in config["models"]] == [False, True, True]
+    assert [slices.trains_demo(config, m) for m in config["models"]] == [False, True, True]
     other = copy.deepcopy(config)
     other["models"]["chain-qwen3-seed2"]["demo"]["train"]["steps"] += 1
-    assert cfg.training_seeds(other)["chain-qwen3-seed2"]["family"] == "chain-qwen3-seed2"
+    assert slices.training_seeds(other)["chain-qwen3-seed2"]["family"] == "chain-qwen3-seed2"
 
 
 def test_spread_is_mean_min_and_max_across_training_seeds():

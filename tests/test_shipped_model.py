@@ -10,6 +10,7 @@ import json
 import pytest
 
 from pipeline.core import config as cfg
+from pipeline.core import slices
 from pipeline.data import demo_task
 from pipeline.generation import templates
 from tests.workflow_util import ROOT
@@ -45,11 +46,11 @@ def chain_accuracy(folder, problems: int = 60, seed: int = 0) -> float:
 
 
 def test_the_demo_uses_the_shipped_model_made_at_its_settings(demo):
-    source = cfg.model_source(demo, "chain-qwen3")
-    assert cfg.shipped_model(source) == SHIPPED.relative_to(ROOT)
-    assert cfg.uses_shipped_model(demo, "chain-qwen3") and not cfg.trains_demo(demo, "chain-qwen3")
-    record = json.loads((SHIPPED / cfg.SHIPPED_RECORD).read_text())
-    assert record["settings"] == cfg.training_settings(source)
+    source = slices.model_source(demo, "chain-qwen3")
+    assert slices.shipped_model(source) == SHIPPED.relative_to(ROOT)
+    assert slices.uses_shipped_model(demo, "chain-qwen3") and not slices.trains_demo(demo, "chain-qwen3")
+    record = json.loads((SHIPPED / slices.SHIPPED_RECORD).read_text())
+    assert record["settings"] == slices.training_settings(source)
     assert record["steps"] == demo["models"]["chain-qwen3"]["demo"]["train"]["steps"]
     for name in ("model.safetensors", "config.json", "tokenizer.json", "training.parquet"):
         assert (SHIPPED / name).is_file(), name
@@ -66,8 +67,8 @@ def test_a_changed_setting_trains_anew(demo, change):
         config["demo_task"]["max_terms"] -= 1
     else:
         config["models"]["chain-qwen3"]["demo"]["intermediate"] *= 2
-    assert cfg.shipped_model(cfg.model_source(config, "chain-qwen3")) is None
-    assert cfg.trains_demo(config, "chain-qwen3")
+    assert slices.shipped_model(slices.model_source(config, "chain-qwen3")) is None
+    assert slices.trains_demo(config, "chain-qwen3")
 
 
 def test_shipped_without_training_or_folder_is_refused(demo):
@@ -90,10 +91,10 @@ def test_retraining_at_the_documented_settings_makes_a_model_as_good(demo, tmp_p
     """About two minutes on 2 cores: the demo's training, checked by what the model can do."""
     from pipeline.stages import train_demo
 
-    source = cfg.model_source(demo, "chain-qwen3")
+    source = slices.model_source(demo, "chain-qwen3")
     history = train_demo.train(source, tmp_path / "model", progress=lambda line: None)
     record = train_demo.record(source, history)
-    shipped = json.loads((SHIPPED / cfg.SHIPPED_RECORD).read_text())
+    shipped = json.loads((SHIPPED / slices.SHIPPED_RECORD).read_text())
     assert record["settings_hash"] == shipped["settings_hash"]
     # the loss curve ends where the shipped model's did, give or take the machine's float order
     assert record["final_loss"] <= 1.5 * shipped["final_loss"] + 0.05, (record["final_loss"], shipped["final_loss"])

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipeline.reporting import tables
 from pipeline.reporting.reproduction import tolerance
 from tests.workflow_util import ROOT, copy_workflow, scheduled_jobs, snakemake, write_config
 
@@ -50,6 +51,8 @@ def test_study_config_dry_run_schedules_the_whole_grid(tmp_path):
     # statistics shared by variants are computed once per model: OWL activations and LayerIF
     # influence (c4), ShortGPT block influence (pg19), AlphaPruning spectra
     assert jobs["stats_activations"] == models * 3 and jobs["stats_weights"] == models
+    # AlphaPruning's allocation is checked by its own job before the masks: 3 methods x 2 sparsities
+    assert jobs["allocation"] == models * 3 * 2
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +74,8 @@ def test_demo_writes_pivots_and_plots(demo_run):
             assert len(pivot) >= len(DEMO["variants"])
     for kind in ("accuracy_vs_budget", "accuracy_vs_sparsity"):
         png = demo_run / "results" / "plots" / f"{kind}-chain-qwen3.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for png in tables.forest_paths(demo_run / "results" / "plots", "chain-qwen3", list(DEMO["benchmarks"]))[::2]:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -185,6 +190,24 @@ def test_demo_table_matches_the_documented_figures(demo_run):
     assert not off, "\n".join(off)
 
 
+def test_demo_claims_hold_after_the_correction(demo_run):
+    """The verdicts docs/DEMO.md draws from the claims table, where they are far from the threshold."""
+    claims = pd.read_csv(demo_run / "results" / "tables" / "claims-chain-qwen3.csv")
+    generation = DEMO["generation"]
+    cells = len(generation["budgets"]) * len(generation["wait"]["times"]) * (len(DEMO["benchmarks"]) + 1)
+    assert len(claims) == (len(DEMO["variants"]) - 1 + 3 + 1) * cells and claims["p_value"].notna().all()
+    assert not (claims["verdict"] == "pruned ahead").any()
+    verdicts = claims.set_index(["first", "second", "budget"])["verdict"].sort_index()
+    for first, second, verdict in (("wanda-25", "shortgpt-1", "unstructured ahead"), ("wanda-50-owl", "wanda-50", "owl ahead"),
+                                   ("magnitude-50-alphapruning", "magnitude-50", "uniform ahead"),
+                                   ("shortgpt-1", "dense", "dense ahead")):
+        assert (verdicts.loc[(first, second, 64)] == verdict).all(), (first, second)
+    assert not verdicts.loc[("wanda-25", "shortgpt-1")].eq("structured ahead").any()
+    assert not verdicts.loc[("wanda-20", "dense", 4)].str.endswith("ahead").any()  # identical at budget 4
+    text = (demo_run / "results" / "tables" / "claims-chain-qwen3.md").read_text()
+    assert f"{len(claims)} tests corrected together (Benjamini-Hochberg" in text
+
+
 def test_demo_perplexity_ranks_variants_by_damage(demo_run):
     """Perplexity on what the model writes: dense lowest, then 20%, then 50% Wanda. Wanda 20%
     stays within 1e-3 of dense (documented 1.0366 against 1.0367); 50% is well above both."""
@@ -209,7 +232,9 @@ def test_report_gathers_tables_and_plots(demo_run):
     names = zipfile.ZipFile(demo_run / "results" / "report.zip").namelist()
     assert any(name.endswith("main.csv") for name in names), names
     assert any(name.endswith("accuracy_vs_budget-chain-qwen3.png") for name in names), names
-    assert any(name.endswith("gpu_timeline.png") for name in names), names  # empty on the CPU: it says so
+    assert any(name.endswith("gpu_timeline.png") for name in names), names
+    assert any(name.endswith("claims-chain-qwen3.md") for name in names), names
+    assert any(name.endswith("forest-chain-qwen3--pooled.png") for name in names), names  # empty on the CPU: it says so
 
 
 def test_nothing_to_do_after_a_complete_run(demo_run):
@@ -239,6 +264,12 @@ def test_changing_a_grading_option_reruns_grading_and_tables_only(demo_run):
     jobs = _dry_run_with(demo_run, config, "grading")
     cells = len(DEMO["variants"]) * len(DEMO["benchmarks"])
     assert jobs == {"grade": cells, "aggregate": 1, "plots": 1, "all": 1}
+
+
+def test_changing_the_correction_redoes_the_tables_only(demo_run):
+    config = copy.deepcopy(DEMO)
+    config["tables"] = {"correction": "holm"}
+    assert _dry_run_with(demo_run, config, "correction") == {"aggregate": 1, "plots": 1, "all": 1}
 
 
 def test_adding_a_benchmark_schedules_only_its_jobs(demo_run):

@@ -1,2 +1,3 @@
-"""Infrastructure every other part uses: the configuration and its checks (config, specs), artifacts and
-their provenance, the process environment, Hub access, and the checks run before any job (preflight)."""
+"""Infrastructure every other part uses, importing nothing outside core: the configuration, its checks
+and slices (config, config_schema, config_checks, slices, specs, benchmark_defs), artifacts and their
+provenance, the process environment, Hub access and the machine's GPUs."""

@@ -17,7 +17,9 @@ def put_interpreter_first() -> None:
 
 # Installed for vLLM but never used by the stages that run plain PyTorch (no compiled kernels,
 # no scipy code), yet imported by torch and transformers on the way in: ~100 MB resident.
-UNUSED_BY_PYTORCH_STAGES = ("triton", "scipy")
+# scikit-learn goes with scipy: transformers imports it when installed (assisted generation),
+# and it needs scipy, so an environment with scikit-learn would otherwise fail to load a model.
+UNUSED_BY_PYTORCH_STAGES = ("triton", "scipy", "sklearn")
 
 
 def lean_process(unused=UNUSED_BY_PYTORCH_STAGES) -> None:

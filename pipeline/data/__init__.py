@@ -1,2 +1,2 @@
-"""The data the workflow reads: benchmark definitions and loading, the demo's synthetic task, and
-calibration sampling."""
+"""The data the workflow reads: benchmark loading, the demo's synthetic task, and calibration
+sampling."""

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.data.benchmark_defs import BUILTIN, LETTERS, OUR_COLUMNS, resolve_definition  # noqa: F401 - re-exported
+from pipeline.core.benchmark_defs import BUILTIN, LETTERS, OUR_COLUMNS, resolve_definition  # noqa: F401 - re-exported
 
 
 class BenchmarkError(RuntimeError):

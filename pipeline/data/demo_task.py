@@ -22,7 +22,7 @@ import random
 import string
 from dataclasses import dataclass
 
-from pipeline.core.config import schema_defaults
+from pipeline.core.config_schema import schema_defaults
 
 LABELS = string.ascii_lowercase[:24]  # a..x: at most 24 steps
 MODULUS = 10

@@ -4,6 +4,7 @@
 - requests: the requests of a benchmark table (prompt, gold answer, choice order per sample).
 - budget_forcing: the plan (thinking once at the largest budget, cuts, Wait rounds, answers).
 - vllm_backend, hf_backend: engines that run one batch of token-id requests.
+- demo_transcripts: the demo task's worked problems as templated, labelled token sequences.
 """
 
 from __future__ import annotations

@@ -127,6 +127,9 @@ def convert(path: str | Path, out: str | Path) -> Path:
     path = Path(path)
     folder, name = str(path.parent), path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    if tokenizer.chat_template is None:
+        raise GGUFError(f"{path}: holds no chat template (tokenizer.chat_template); the workflow prompts "
+                        "through it. Fix: pick a file of an instruction-tuned model")
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     # save_pretrained refuses a model marked as GGUF-quantized: rebuild a plain one from its
     # config (no quantization_config) on the meta device and give it the dequantized tensors
@@ -144,9 +147,6 @@ def convert(path: str | Path, out: str | Path) -> Path:
         raise GGUFError(f"{path}: no tensor for {meta[:3]} of {type(model).__name__}")
     model.generation_config = loaded.generation_config
     del loaded
-    if tokenizer.chat_template is None:
-        raise GGUFError(f"{path}: holds no chat template (tokenizer.chat_template); the workflow prompts "
-                        "through it. Fix: pick a file of an instruction-tuned model")
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

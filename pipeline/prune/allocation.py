@@ -162,7 +162,8 @@ def range_problem(per_block, variant: str, prune: dict, recompute=None) -> str |
         if setting:
             fixes.append(f"lower {own[1]} below {_largest_below_one(lambda x: recompute(own[0], x), setting):.3f}")
         if prune.get("sparsity") is not None:
-            fixes.append(f"lower {target} below {_largest_below_one(lambda x: recompute('sparsity', x), prune['sparsity']):.3f}")
+            highest = _largest_below_one(lambda x: recompute("sparsity", x), prune["sparsity"])
+            fixes.append(f"lower {target} below {highest:.3f}")
     elif own:
         fixes.append(f"lower {own[1]}" + (f" or {target}" if not value < 1 else f", or raise {target}"))
     return f"{line} Fix: {' or '.join(fixes) or 'lower ' + target}, or use allocation: uniform"
@@ -185,6 +186,23 @@ def alphapruning_problem(alphas, variant: str, prune: dict) -> str | None:
         return float(alphapruning_blocks(alphas, *new).sparsity.max())
 
     return range_problem(alphapruning_blocks(alphas, sparsity, eps).sparsity, variant, prune, largest)
+
+
+def layerif_problem(influence: np.ndarray, variant: str, prune: dict) -> str | None:
+    """range_problem of a variant's LayerIF allocation (direction paper_a) from its scores alone,
+    for a decoder whose blocks have equal sizes (then each group column's parameters cancel);
+    None for direction original, which caps at 0.99. The masks stage checks the exact one."""
+    opts = prune.get("layerif") or {}
+    if opts.get("direction", "paper_a") != "paper_a":
+        return None
+    sparsity, e1, e2 = mean_sparsity(prune), opts.get("e1", 0.05), opts.get("e2", 0.40)
+    equal = np.ones_like(np.asarray(influence, dtype=np.float64))
+
+    def largest(setting: str, value: float) -> float:
+        s, top = (value, e2) if setting == "sparsity" else (sparsity, value)
+        return float(layerif_group_sparsity(influence, equal, s, e1, top).max())
+
+    return range_problem(layerif_group_sparsity(influence, equal, sparsity, e1, e2), variant, prune, largest)
 
 
 # --------------------------------------------------------------------------- LayerIF

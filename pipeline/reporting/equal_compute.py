@@ -18,7 +18,8 @@ import pandas as pd
 
 from pipeline.core.artifacts import atomic_path
 from pipeline.reporting.compute import ACCOUNTINGS
-from pipeline.reporting.tables import cell_rng, labels, variant_order, wait_label, wait_settings
+from pipeline.reporting.tables import (cell_rng, labels, paired, problem_scores, variant_order, wait_label,
+                                       wait_settings)
 
 COLUMNS = ["model", "benchmark", "wait_times", "variant", "description", "budget", "accounting", "flops_per_problem",
            "accuracy", "dense_accuracy_at_equal_compute", "difference", "difference_ci_low", "difference_ci_high",
@@ -60,10 +61,6 @@ def verdict(low: float, high: float) -> str:
     return "no clear difference"
 
 
-def _scores(cell: pd.DataFrame) -> pd.Series:
-    return cell.groupby("problem_id")["correct"].mean()
-
-
 def equal_compute(grades: pd.DataFrame, table: pd.DataFrame, spec: dict, model: str) -> pd.DataFrame:
     """The rows of one model's equal-compute table. `grades`: problem_id as str, correct as
     bool; `table`: the main table with its flops_per_problem_* columns."""
@@ -73,7 +70,7 @@ def equal_compute(grades: pd.DataFrame, table: pd.DataFrame, spec: dict, model: 
     tail = (1 - confidence) / 2
     part = table[(table["model"] == model) & (table["status"] != "missing")]
     names = labels(table[table["model"] == model], spec)
-    cells = {key: _scores(cell) for key, cell in grades[grades["model"] == model].groupby(
+    cells = {key: problem_scores(cell) for key, cell in grades[grades["model"] == model].groupby(
         ["variant", "benchmark", "budget", "wait_times"])}
     rows = []
     if dense_name is None:
@@ -119,7 +116,7 @@ def _row(row, accounting, x, dense, column, dense_keys, cells, description, resa
         out["verdict"] = "no grades for the bootstrap"
         return out
     # problems every series has, so that one resample draws the same problems for all three
-    joined = pd.concat([mine, *pair], axis=1, join="inner").to_numpy(dtype=float)
+    joined = paired(mine, paired(*pair)).to_numpy(dtype=float)
     point = joined.mean(axis=0)
     dense_at = (1 - w) * point[1] + w * point[2]
     rng = cell_rng("equal", row.model, row.variant, row.benchmark, row.budget, row.wait_times, accounting)

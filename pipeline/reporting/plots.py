@@ -1,7 +1,7 @@
 """Figures of the main table and of the demo's training, as PNG and SVG (the plots stage,
 pipeline.stages.plots, draws the table's).
 
-Per model (the spec is `config.table_slice`):
+Per model (the spec is `pipeline.core.slices.table_slice`):
     accuracy_vs_budget-{model}.{png,svg}    one panel per benchmark; a line per variant with
                                             its bootstrap interval (sequential test-time scaling);
                                             with several Wait settings, a line per variant and
@@ -15,6 +15,10 @@ Per model (the spec is `config.table_slice`):
                                             a line per variant through its budgets, a row
                                             per accounting (docs/COMPUTE.md)
     training_loss-{model}.{png,svg}         the demo model's loss per step (rule train_demo)
+
+Per model and benchmark, and pooled over benchmarks (pipeline.reporting.claims):
+    forest-{model}-{benchmark}.{png,svg}    each comparison's difference per budget with its raw
+    forest-{model}--pooled.{png,svg}        and corrected intervals (a panel per Wait setting)
 
 Per family of trained demo models that differ only in their training seed (two or more seeds):
     training_seeds-{family}.{png,svg}       top row: accuracy against budget, a line per variant
@@ -36,11 +40,11 @@ from matplotlib.lines import Line2D  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pipeline.core.artifacts import atomic_path  # noqa: E402
+from pipeline.reporting.claims import POOLED  # noqa: E402
 from pipeline.reporting.compute import ACCOUNTINGS  # noqa: E402
-from pipeline.reporting.tables import (labels, seed_families, seed_spread, variant_order, wait_label,  # noqa: E402
-                                      wait_settings)
+from pipeline.reporting.tables import (FORMATS, labels, seed_families, seed_spread, variant_order,  # noqa: E402
+                                      wait_label, wait_settings)
 
-FORMATS = ("png", "svg")
 TABLE_FIGURES = ("accuracy_vs_budget", "accuracy_vs_sparsity", "accuracy_vs_compute")
 # 20 colours and 7 markers: with 7 prime to 20, no two of the first 140 lines share both
 PALETTE = [plt.get_cmap("tab20")(i) for i in (0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19)]
@@ -272,3 +276,42 @@ def training_loss(history: pd.DataFrame, model: str, stem: str | Path) -> None:
     seconds = history["seconds"].iloc[-1]
     ax.set_title(f"{model}: training ({int(history['tokens'].iloc[-1]):,} tokens, {seconds:.0f} s)")
     save_figure(fig, Path(stem))
+
+
+def forest(claims: pd.DataFrame, model: str, benchmark: str, spec: dict, stem: Path) -> None:
+    """One row per comparison (pipeline.reporting.claims), one point per budget in its colour:
+    the difference (first minus second) with its raw interval (thick) and the interval at the
+    corrected level (thin); filled where the corrected test finds a difference. A panel per Wait
+    setting."""
+    settings = wait_settings(spec)
+    part = claims[(claims["model"] == model) & (claims["benchmark"] == benchmark)]
+    order = list(dict.fromkeys(part["comparison"]))
+    budgets = spec["budgets"]
+    colours = plt.get_cmap("viridis")([i / max(len(budgets) - 1, 1) * 0.85 for i in range(len(budgets))])
+    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings) + 3, 0.42 * len(order) + 1.6),
+                             squeeze=False, sharey=True, layout="constrained")
+    for ax, setting in zip(axes[0], settings):
+        here = part[part["wait_times"] == setting]
+        for i, budget in enumerate(budgets):
+            rows = here[(here["budget"] == budget) & here["difference"].notna()]
+            y = [order.index(c) + (i - (len(budgets) - 1) / 2) * 0.7 / max(len(budgets), 1) for c in rows["comparison"]]
+            ax.hlines(y, rows["ci_low_corrected"], rows["ci_high_corrected"], color=colours[i], linewidth=0.8)
+            ax.hlines(y, rows["ci_low"], rows["ci_high"], color=colours[i], linewidth=2.6)
+            ahead = rows["verdict"].str.endswith(" ahead").to_numpy()
+            ax.scatter(rows["difference"], y, s=22, zorder=3, color=[colours[i] if a else "white" for a in ahead],
+                       edgecolors=colours[i])
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(order)), order, fontsize="small")
+        ax.set_ylim(len(order) - 0.5, -0.5)
+        ax.set_xlabel("difference in accuracy (first minus second)")
+        ax.set_title(wait_label(setting) if len(settings) > 1 else "")
+        ax.grid(axis="x", alpha=0.3)
+    keys = [Line2D([], [], color=colours[i], marker="o", linestyle="", label=f"budget {b}") for i, b in enumerate(budgets)]
+    keys += [Line2D([], [], color="grey", linewidth=2.6, label="raw interval"),
+            Line2D([], [], color="grey", linewidth=0.8, label="corrected interval"),
+            Line2D([], [], color="grey", marker="o", linestyle="", label="a difference after correction"),
+            Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="", label="none after correction")]
+    fig.legend(handles=keys, loc="outside right upper", fontsize="small")
+    where = "pooled over benchmarks" if benchmark == POOLED else benchmark
+    fig.suptitle(f"{model}, {where}: the claims, tested across the grid")
+    save_figure(fig, stem)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.core import config
+from pipeline.core import slices
 from pipeline.core.artifacts import atomic_path
 
 
@@ -30,7 +30,7 @@ def variant_order(spec: dict) -> list[str]:
 
 def wait_settings(spec: dict) -> list[int]:
     """The table spec's Wait settings (generation.wait.times); [0] for a spec without them."""
-    return config.wait_settings(spec.get("wait_times", 0))
+    return slices.wait_settings(spec.get("wait_times", 0))
 
 
 def wait_label(setting: int) -> str:
@@ -148,7 +148,7 @@ _SPREAD_OF = ["accuracy", "pass@4", "perplexity"]
 
 
 def seed_families(training: dict) -> dict[str, list[str]]:
-    """Families (config.training_seeds) of two or more training seeds -> their models."""
+    """Families (slices.training_seeds) of two or more training seeds -> their models."""
     families: dict[str, list[str]] = {}
     for model, member in training.items():
         families.setdefault(member["family"], []).append(model)
@@ -157,7 +157,7 @@ def seed_families(training: dict) -> dict[str, list[str]]:
 
 def seed_spread(table: pd.DataFrame, spec: dict) -> pd.DataFrame:
     """Per cell of a family of trained demo models that differ only in their training seed
-    (config.training_seeds): mean, min and max across the seeds, so that a reader sees which
+    (slices.training_seeds): mean, min and max across the seeds, so that a reader sees which
     figures hold for every seed and which are one training run's."""
     training = spec.get("training", {})
     part = table[table["model"].isin(training) & (table["status"] != "missing")]
@@ -226,6 +226,27 @@ def write_seed_spread(table: pd.DataFrame, spec: dict, out_dir: str | Path) -> l
     with atomic_path(md_path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return [csv_path, md_path, orderings_path]
+
+
+def problem_scores(cell: pd.DataFrame) -> pd.Series:
+    """A cell's score per problem: its mean over seeds and samples (the unit every interval resamples)."""
+    return cell.groupby("problem_id")["correct"].mean()
+
+
+def paired(first: pd.Series, second: pd.Series) -> pd.DataFrame:
+    """Two per-problem series side by side over the problems both have: the pairing of every
+    paired interval (the main table's delta to dense, equal compute, the claims)."""
+    return pd.concat([first, second], axis=1, join="inner")
+
+
+FORMATS = ("png", "svg")  # every figure's
+
+
+def forest_paths(out_dir: str | Path, model: str, benchmarks: list[str]) -> list[Path]:
+    """forest-{model}-{benchmark}.{png,svg}, and forest-{model}--pooled for the pooled verdicts
+    of several benchmarks (no benchmark name starts with '-')."""
+    stems = [f"forest-{model}-{b}" for b in benchmarks] + ([f"forest-{model}--pooled"] if len(benchmarks) > 1 else [])
+    return [Path(out_dir) / f"{stem}.{fmt}" for stem in stems for fmt in FORMATS]
 
 
 def cell_rng(*key) -> np.random.Generator:

@@ -3,7 +3,7 @@
     python -m pipeline.stages.aggregate --grades results/grades/*/*/*.parquet \\
         [--perplexity results/perplexity/*/*.parquet] --spec JSON --out results/tables/main.csv
 
-The spec is `config.table_slice`. Besides main.csv the stage writes the pivots of
+The spec is `pipeline.core.slices.table_slice`. Besides main.csv the stage writes the pivots of
 `pipeline.reporting.tables` next to it. Statistics, per cell:
 
 - accuracy: mean over seeds of each seed's accuracy (over problems and samples);
@@ -23,7 +23,9 @@ The spec is `config.table_slice`. Besides main.csv the stage writes the pivots o
   flops_per_token_ideal_sparse, attention_flops_per_context_token, checkpoint_bytes,
   generation_tokens_per_s; per cell mean_prompt_tokens, mean_generated_tokens,
   flops_per_problem_dense_hw, flops_per_problem_ideal_sparse (the summed cost of a problem's
-  samples). Besides the pivots: equal-compute-{model}.csv|md (pipeline.reporting.equal_compute).
+  samples). Besides the pivots: equal-compute-{model}.csv|md (pipeline.reporting.equal_compute)
+  and claims-{model}.csv|md, the study's comparisons tested and corrected across the grid
+  (pipeline.reporting.claims, docs/STATISTICS.md).
 - with judgements (pipeline.stages.judge): judge_accuracy (accuracy with the judge's verdict in place of
   the deterministic one where the judge gave one), judge_asked (rows the judge was asked about)
   and judge_agreement (share of the rows it judged correct or wrong where it agrees with the
@@ -49,7 +51,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from pipeline.core import config
-from pipeline.reporting import compute, equal_compute, tables
+from pipeline.reporting import claims, compute, equal_compute, tables
 from pipeline.core.artifacts import atomic_path, read_provenance, read_table, spec_argument
 from pipeline.reporting.tables import variant_order
 
@@ -142,7 +144,7 @@ def sample_metrics(cell: pd.DataFrame) -> dict[str, float]:
 
 def cell_metrics(cell: pd.DataFrame, dense: pd.DataFrame | None, spec: dict, key: tuple) -> dict:
     per_seed = cell.groupby("seed")["correct"].mean()
-    per_problem = cell.groupby("problem_id")["correct"].mean()
+    per_problem = tables.problem_scores(cell)
     samples = cell.groupby(["problem_id", "seed"]).size()
     resamples, confidence = spec.get("bootstrap", 1000), spec.get("confidence", 0.95)
     low, high = bootstrap_ci(per_problem.to_numpy(), resamples, confidence, tables.cell_rng("accuracy", *key))
@@ -153,7 +155,7 @@ def cell_metrics(cell: pd.DataFrame, dense: pd.DataFrame | None, spec: dict, key
         "n_problems": int(per_problem.size), "n_seeds": int(per_seed.size), "n_samples": int(samples.max()),
     }
     if dense is not None and not dense.empty:
-        paired = pd.concat([per_problem, dense.groupby("problem_id")["correct"].mean()], axis=1, join="inner")
+        paired = tables.paired(per_problem, tables.problem_scores(dense))
         row["delta_vs_dense"] = float((paired.iloc[:, 0] - paired.iloc[:, 1]).mean())
         row["delta_ci_low"], row["delta_ci_high"] = bootstrap_ci(paired.to_numpy(), resamples, confidence,
                                                                  tables.cell_rng("delta", *key))
@@ -312,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grades", nargs="+", required=True, help="grades Parquet files (pipeline.stages.grade)")
     parser.add_argument("--perplexity", nargs="*", default=[], help="perplexity Parquet files")
     parser.add_argument("--judgements", nargs="*", default=[], help="judgements Parquet files (pipeline.stages.judge)")
-    parser.add_argument("--spec", required=True, help="config.table_slice as JSON (or @file)")
+    parser.add_argument("--spec", required=True, help="pipeline.core.slices.table_slice as JSON (or @file)")
     parser.add_argument("--out", required=True, help="main table CSV; pivots are written beside it")
     parser.add_argument("--strict", action="store_true", help="fail when a cell is missing or partial")
     args = parser.parse_args(argv)
@@ -334,9 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False)
     written = tables.write_pivots(table, spec, Path(args.out).parent)
-    written += equal_compute.write(grades.assign(problem_id=grades["problem_id"].astype(str),
-                                                 correct=grades["correct"].astype(bool)),
-                                   table, spec, Path(args.out).parent)
+    grades = grades.assign(problem_id=grades["problem_id"].astype(str), correct=grades["correct"].astype(bool))
+    written += equal_compute.write(grades, table, spec, Path(args.out).parent)
+    written += claims.write(grades, table, spec, Path(args.out).parent)
     written += tables.write_seed_spread(table, spec, Path(args.out).parent)
     print(f"{len(table)} cells ({len(incomplete)} not complete) -> {args.out}; pivots: {len(written)} files")
     return 0

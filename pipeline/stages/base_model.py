@@ -2,7 +2,7 @@
 
     python -m pipeline.stages.base_model --spec JSON --out results/models/NAME/model.json
 
-`spec` is pipeline.core.config.model_source(): {name, hub+revision | path | gguf | demo}. Hub models
+`spec` is pipeline.core.slices.model_source(): {name, hub+revision | path | gguf | demo}. Hub models
 are downloaded once into the Hugging Face cache (HF_HOME); demo models are built beside the manifest;
 a GGUF file is the folder convert_gguf made of it (results/models/NAME/converted). A
 trained demo model is its shipped copy (models.*.demo.shipped) when that was made at the spec's
@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.core import config
+from pipeline.core import slices
 from pipeline.core.artifacts import spec_argument, write_json
 
 
 def resolve(spec: dict, out: Path) -> dict:
     if "demo" in spec and "train" in spec["demo"]:
-        shipped = config.shipped_model(spec)
+        shipped = slices.shipped_model(spec)
         if shipped is not None:  # made by train_demo at these settings and kept in the repository
             return {"name": spec["name"], "source": "demo", "path": str(shipped.resolve()), "revision": None}
         trained = out.parent / "trained"  # written by pipeline.stages.train_demo

@@ -2,7 +2,7 @@
 
     python -m pipeline.stages.benchmark_data --spec JSON --out results/data/NAME.parquet
 
-The spec is `config.benchmark_slice`: {benchmark, definition}.
+The spec is `pipeline.core.slices.benchmark_slice`: {benchmark, definition}.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pipeline.data.benchmarks import BenchmarkError, letter_spread, load
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--spec", required=True, help="config.benchmark_slice as JSON (or @file)")
+    parser.add_argument("--spec", required=True, help="pipeline.core.slices.benchmark_slice as JSON (or @file)")
     parser.add_argument("--out", required=True, help="output Parquet: id, problem, answer, choices")
     args = parser.parse_args(argv)
     spec = spec_argument(args.spec)

@@ -3,7 +3,7 @@
     python -m pipeline.stages.calibration --model results/models/M/model.json --spec JSON
         --out results/calibration/M/C.parquet
 
-`spec` is pipeline.core.config.calibration_slice(): {model, calibration: {source, path, samples,
+`spec` is pipeline.core.slices.calibration_slice(): {model, calibration: {source, path, samples,
 length, seed}}. One row per sequence: sample (int), input_ids (list of int32). How each source
 (c4, wikitext2, pg19, file, demo_task) is drawn: pipeline.data.calibration.
 """
@@ -24,7 +24,7 @@ from pipeline.models.models import load_tokenizer
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="model manifest (results/models/M/model.json) or folder")
-    parser.add_argument("--spec", required=True, help="JSON (or @file): pipeline.core.config.calibration_slice")
+    parser.add_argument("--spec", required=True, help="JSON (or @file): pipeline.core.slices.calibration_slice")
     parser.add_argument("--out", required=True, help="results/calibration/M/C.parquet")
     args = parser.parse_args(argv)
     spec = spec_argument(args.spec)

@@ -3,7 +3,7 @@
     python -m pipeline.stages.export --model results/models/M/model.json --masks results/masks/M/V.parquet
         --spec JSON --out results/checkpoints/M/V
 
-`spec` is pipeline.core.config.export_slice(): {model, dtype, variant}. Unstructured masks zero the
+`spec` is pipeline.core.slices.export_slice(): {model, dtype, variant}. Unstructured masks zero the
 marked weights (SparseGPT's rows carry the updated weights, which replace the matrix); a
 structured table removes its blocks and renumbers the rest. The folder gets safetensors,
 config, generation config, tokenizer and chat template, plus prune_tts.json (the spec and the
@@ -78,7 +78,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="model manifest (results/models/M/model.json) or folder")
     parser.add_argument("--masks", required=True, help="results/masks/M/V.parquet")
-    parser.add_argument("--spec", required=True, help="JSON (or @file): pipeline.core.config.export_slice")
+    parser.add_argument("--spec", required=True, help="JSON (or @file): pipeline.core.slices.export_slice")
     parser.add_argument("--out", required=True, help="results/checkpoints/M/V")
     args = parser.parse_args(argv)
     config.or_exit(config.check_stage, "export", spec_argument(args.spec))  # before loading

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.core import config
+from pipeline.core import config, slices
 from pipeline.generation import templates
 from pipeline.core.artifacts import read_provenance, read_table, spec_argument, write_table
-from pipeline.core.config import spec_hash
+from pipeline.core.specs import spec_hash
 from pipeline.generation import check_backend, open_backend
 from pipeline.generation import budget_forcing as bf
 from pipeline.generation.requests import requests_for
@@ -179,7 +179,7 @@ def run(spec: dict, model: str | Path, benchmark: str | Path, out: str | Path, b
     max_model_len = generation["vllm"]["max_model_len"]
     if backend is not None:
         max_model_len = min(max_model_len, backend.max_model_len)
-    wait_times, rule = config.wait_settings(generation["wait"]["times"]), generation.get("wait_rule", "project")
+    wait_times, rule = slices.wait_settings(generation["wait"]["times"]), generation.get("wait_rule", "project")
     bf.check_lengths([r for rs in requests.values() for r in rs], bound, budgets, generation["answer_max_tokens"],
                      max_model_len, max(wait_times), rule)
     if backend is None:

@@ -3,7 +3,7 @@
     python -m pipeline.stages.grade --generations results/generations/M/V/B.parquet --spec JSON \\
         --out results/grades/M/V/B.parquet [--benchmark results/data/B.parquet] [--workers N]
 
-The spec is `config.grading_slice`: {benchmark, grader, timeout_s, workers}; --workers caps the
+The spec is `pipeline.core.slices.grading_slice`: {benchmark, grader, timeout_s, workers}; --workers caps the
 worker processes (Snakemake passes the job's threads). The graded text is the answer segment as
 the model saw it: the words the template put before the answer (a forced "Final Answer:",
 without special tokens) followed by the generated answer. For multiple choice, --benchmark
@@ -25,7 +25,8 @@ import pandas as pd
 
 from pipeline.core import config
 from pipeline.core.artifacts import read_provenance, read_table, spec_argument, write_table
-from pipeline.grading.answers import KEYS, available_cores, grade_many, prefix_tail
+from pipeline.grading.answers import KEYS, prefix_tail
+from pipeline.grading.worker_pool import available_cores, grade_many
 
 CARRIED = ["thinking_tokens", "answer_tokens", "hit_budget"]
 REQUIRED = KEYS + ["gold", "answer"] + CARRIED
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generations", required=True, help="generations Parquet (pipeline.stages.generate)")
-    parser.add_argument("--spec", required=True, help="config.grading_slice as JSON (or @file)")
+    parser.add_argument("--spec", required=True, help="pipeline.core.slices.grading_slice as JSON (or @file)")
     parser.add_argument("--out", required=True, help="output grades Parquet")
     parser.add_argument("--benchmark", default=None,
                         help="the benchmark table (pipeline.stages.benchmark_data): multiple-choice options for reading "

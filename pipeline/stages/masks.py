@@ -3,7 +3,7 @@
     python -m pipeline.stages.masks --model results/models/M/model.json [--calibration CAL.parquet]
         [--stats results/stats/M/KIND.parquet ...] --spec JSON --out results/masks/M/V.parquet
 
-`spec` is pipeline.core.config.mask_slice(): {model, dtype, variant, prune: {method, sparsity, nm,
+`spec` is pipeline.core.slices.mask_slice(): {model, dtype, variant, prune: {method, sparsity, nm,
 allocation, owl|alphapruning|layerif, layers}, device}. Unstructured methods write one row per
 matrix, each written (as its own Parquet row group) as soon as its block is pruned
 (docs/ARCHITECTURE.md: block, name, rows, cols, target/achieved sparsity, packed
@@ -290,7 +290,7 @@ def main(argv=None) -> None:
     parser.add_argument("--model", required=True, help="model manifest (results/models/M/model.json) or folder")
     parser.add_argument("--calibration", help="calibration Parquet (results/calibration/M/C.parquet)")
     parser.add_argument("--stats", nargs="*", default=[], help="per-model statistics (results/stats/M/*.parquet)")
-    parser.add_argument("--spec", required=True, help="JSON (or @file): pipeline.core.config.mask_slice")
+    parser.add_argument("--spec", required=True, help="JSON (or @file): pipeline.core.slices.mask_slice")
     parser.add_argument("--out", required=True, help="results/masks/M/V.parquet")
     args = parser.parse_args(argv)
     spec = spec_argument(args.spec)
@@ -299,7 +299,7 @@ def main(argv=None) -> None:
     samples = read_calibration(args.calibration) if args.calibration else None
     stats = read_stats(args.stats)
     if spec["prune"].get("allocation") == "alphapruning" and "alphas" in stats:  # known now: before any weight is read
-        config.or_exit(refuse, allocation_module().alphapruning_problem(stats["alphas"], spec.get("variant"), spec["prune"]))
+        config.or_exit(refuse, allocation_module().alphapruning_problem(stats["alphas"], spec.get("variant", "<variant>"), spec["prune"]))
     # block by block from disk, unless LayerIF influence must be computed here (it needs the
     # whole model at once)
     layerif = spec["prune"].get("allocation") == "layerif"

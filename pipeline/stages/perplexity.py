@@ -9,7 +9,7 @@ stored as provenance only. A text file is tokenised as one stream and cut into w
 sequence of a calibration Parquet is cut into windows of at most `length` tokens. Perplexity =
 exp(mean next-token loss over all predicted tokens). `--text demo_task` (a trained demo model)
 scores `problems` held-out worked problems of spec["task"], each its own window, on the tokens
-the model writes (thinking, end of thinking, answer; pipeline.data.demo_transcripts), not the
+the model writes (thinking, end of thinking, answer; pipeline.generation.demo_transcripts), not the
 prompt or the text the workflow inserts.
 Output: one row with perplexity, tokens (predicted tokens), windows.
 """
@@ -63,7 +63,7 @@ def _cut(ids: list[int], length: int, what: str) -> list[list[int]]:
 
 def demo_transcripts(tokenizer, spec: dict) -> tuple[list[list[int]], list[list[int]]]:
     """The held-out worked problems as windows, and their labels (IGNORE where not scored)."""
-    from pipeline.data import demo_transcripts as transcripts
+    from pipeline.generation import demo_transcripts as transcripts
     from pipeline.generation import templates
 
     bound = templates.bind(templates.QWEN3, tokenizer)

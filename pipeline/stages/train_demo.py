@@ -8,7 +8,7 @@ answer in \\boxed{}) exactly as `pipeline.generation.templates` prompts it, and 
 guess when budget forcing cuts its thinking. Training is deterministic for a seed (one thread
 order: the same machine gives the same weights). The folder gets the weights, the tokenizer,
 `training.parquet` (step, loss, tokens, seconds) for the report and `training.json` (the settings
-it was made with, see pipeline.core.config.shipped_model).
+it was made with, see pipeline.core.slices.shipped_model).
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.core import config
+from pipeline.core import config, config_schema, slices, specs
 from pipeline.core.artifacts import atomic_dir, spec_argument, write_table
 from pipeline.data import demo_task
-from pipeline.data.demo_transcripts import IGNORE, example
+from pipeline.generation.demo_transcripts import IGNORE, example
 from pipeline.generation import templates
 from pipeline.models import demo_model
 
-TRAIN_DEFAULTS = config.schema_defaults("models.*.demo.train")
+TRAIN_DEFAULTS = config_schema.schema_defaults("models.*.demo.train")
 
 
 def tokenizer_corpus(task: dict, seed: int) -> list[str]:
@@ -120,9 +120,9 @@ def record(spec: dict, history: list[dict]) -> dict:
 
     import torch
 
-    settings = config.training_settings(spec)
+    settings = slices.training_settings(spec)
     last = [row["loss"] for row in history[-25:]]
-    return {"settings": settings, "settings_hash": config.spec_hash(settings), "steps": len(history),
+    return {"settings": settings, "settings_hash": specs.spec_hash(settings), "steps": len(history),
             "final_loss": sum(last) / len(last), "seconds": round(history[-1]["seconds"], 1),
             "machine": platform.machine(), "torch": torch.__version__}
 
@@ -144,7 +144,7 @@ def main(argv=None) -> None:
     config.or_exit(config.check_stage, "train_demo", spec)  # the workflow's own refusals, before training
     with atomic_dir(out) as partial:
         rows = train(spec, partial, progress=lambda line: print(line, flush=True))
-        (Path(partial) / config.SHIPPED_RECORD).write_text(json.dumps(record(spec, rows), indent=2, sort_keys=True) + "\n")
+        (Path(partial) / slices.SHIPPED_RECORD).write_text(json.dumps(record(spec, rows), indent=2, sort_keys=True) + "\n")
         history = pd.DataFrame(rows)
         write_table(history, Path(partial) / "training.parquet", spec=spec, seed=spec["demo"]["train"].get("seed"))
     if args.plot:

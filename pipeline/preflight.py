@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core import config as cfg
-from pipeline.core import gpus, hub
+from pipeline.core import benchmark_defs, config_checks, gpus, hub, slices
 
 CALIBRATION_REPOS = {"c4": "allenai/c4", "pg19": "deepmind/pg19", "wikitext2": "Salesforce/wikitext"}
 # rules whose jobs run where the executor sends them (a GPU node under Slurm)
@@ -245,7 +245,7 @@ def layer_problems(config: dict, model: str, facts: Facts, variants: set[str]) -
     if not facts.depth:
         return []
     scheduled_config = {**config, "variants": {v: config["variants"][v] for v in sorted(variants)}}
-    out = cfg.depth_problems(scheduled_config, model, facts.depth)
+    out = config_checks.depth_problems(scheduled_config, model, facts.depth)
     for variant in sorted(variants):
         scores = config["variants"][variant].get("layerif", {}).get("scores")
         if config["variants"][variant].get("allocation") != "layerif" or not scores or not Path(scores).is_file():
@@ -288,7 +288,7 @@ def prompt_problem(config: dict, model: str, facts: Facts, benchmark: str) -> st
         return None
     requests = [r for seed in generation["seeds"] for r in requests_for(table, bound, seed, 1)]
     try:
-        bf.check_lengths(requests, bound, cfg.budgets(config), generation["answer_max_tokens"],
+        bf.check_lengths(requests, bound, slices.budgets(config), generation["answer_max_tokens"],
                          min(generation["vllm"]["max_model_len"], facts.context or 1 << 62),
                          max(generation["wait"]["times"]), generation["wait_rule"])
     except bf.LengthError as error:
@@ -327,7 +327,7 @@ def benchmark_problem(config: dict, name: str) -> str | None:
         return benchmarks.preflight(definition, name)
     problem = file_problem(f"{key}.file", definition["file"],
                            f"fix the path, or remove {key}.file to load {name} from the Hub"
-                           if name in cfg.BUILTIN else "fix the path")
+                           if name in benchmark_defs.BUILTIN else "fix the path")
     if problem:
         return problem
     try:  # a local file is small: load it as the job will, columns, choices and all
@@ -435,16 +435,32 @@ def problems(config: dict, jobs: list[tuple[str, dict]], local: bool = True, gpu
 
 
 def allocation_problem(config: dict, model: str, variant: str) -> str | None:
-    """A variant's AlphaPruning allocation outside [0, 1) for some block, when the alphas it
-    depends on exist already (else rule allocation checks it as soon as they do)."""
-    prune = config["variants"][variant]
-    alphas = Path(cfg.stats_path(model, "alphas", None))
-    if prune.get("allocation") != "alphapruning" or not alphas.is_file():
-        return None
+    """A variant's allocation outside [0, 1) for some block, when what it depends on is on disk
+    already: AlphaPruning's alphas (else rule allocation checks it as soon as they exist), LayerIF's
+    scores file or statistics (else the masks job checks it before pruning)."""
     from pipeline.core.artifacts import read_table
     from pipeline.prune import allocation
 
-    return allocation.alphapruning_problem(read_table(alphas), variant, prune)
+    prune = config["variants"][variant]
+    if prune.get("allocation") == "alphapruning":
+        alphas = Path(slices.stats_path(model, "alphas", None))
+        return allocation.alphapruning_problem(read_table(alphas), variant, prune) if alphas.is_file() else None
+    if prune.get("allocation") != "layerif":
+        return None
+    scores = prune.get("layerif", {}).get("scores")
+    try:
+        if scores:
+            influence = allocation.read_layerif_scores(scores)
+        else:
+            from pipeline.prune import stats
+
+            path = Path(slices.stats_path(model, "layerif", slices.variant_calibration(config, variant)))
+            if not path.is_file():
+                return None
+            influence = stats.parse("layerif", read_table(path))
+    except (OSError, ValueError):
+        return None  # an unreadable scores file is named by its own check
+    return allocation.layerif_problem(influence, variant, prune)
 
 
 def device_problem(config: dict, rule: str, wildcards: dict, gpu_limit: int | None = None) -> str | None:
