@@ -91,7 +91,8 @@ def reference(request, reference_python, tiny_model_factory, tmp_path_factory):
     One reference process runs every case (--jobs): its imports (~10 s) cost more than a
     case's pruning, so one process per case spent most of this module's time importing. The
     script starts each job afresh (bit-identical to one process per case). Only the cases
-    pytest selected run, so -k stays cheap."""
+    pytest selected (and did not skip by marker) run, so -k stays cheap; the real model's
+    cases calibrate on its windows of tests/real_text.py."""
     folder = tmp_path_factory.mktemp("reference")
     (folder / "samples.json").write_text(json.dumps(SAMPLES))
     cases = []
@@ -199,10 +200,12 @@ REAL_CASES = [("wanda", None)]
 REAL_FULL = [("sparsegpt", "2:4"), ("wanda", "2:4"), ("sparsegpt", None)]
 
 
+FULL_ONLY = pytest.mark.skipif(not os.environ.get("PRUNE_TTS_REFERENCE_FULL"),
+                               reason="set PRUNE_TTS_REFERENCE_FULL=1 for every real-weight case")
+
+
 @pytest.mark.parametrize("architecture", [REAL])
-@pytest.mark.parametrize("method,nm", REAL_CASES + [pytest.param(
-    *case, marks=pytest.mark.skipif(not os.environ.get("PRUNE_TTS_REFERENCE_FULL"),
-                                    reason="set PRUNE_TTS_REFERENCE_FULL=1 for every real-weight case")) for case in REAL_FULL])
+@pytest.mark.parametrize("method,nm", REAL_CASES + [pytest.param(*case, marks=FULL_ONLY) for case in REAL_FULL])
 def test_real_weights_perplexity_as_llmcompressor(reference, smollm2_checkpoint, request, architecture, method, nm):
     """SmolLM2-135M-Instruct, pruned at 50% or 2:4 by ours as the masks stage runs it (several
     sequences per forward, SDPA attention) and by llmcompressor on the same calibration
@@ -235,7 +238,8 @@ def test_real_weights_perplexity_as_llmcompressor(reference, smollm2_checkpoint,
             for name, W in driver.matrices(block):
                 W.copy_(torch.from_numpy(theirs[f"{b}.{name}"]))
     reference_ppl = perplexity(model, held_out)["perplexity"]
-    figures = f"{method} {nm or '50%'}: mask agreement {same / total:.4%}, perplexity ours {ours:.3f} theirs {reference_ppl:.3f}"
+    figures = (f"{method} {nm or '50%'}: mask agreement {same / total:.4%}, "
+               f"perplexity ours {ours:.3f} theirs {reference_ppl:.3f}")
     print(figures)
     # a wrong statistic or selection agrees on far fewer bits (random masks: about half);
     # SparseGPT carries every difference into later columns and blocks (2:4 measured 90.2%)
