@@ -8,9 +8,9 @@ to 18, never negative):
     problem   What is 7 + 8? Give only the final number, no words.
     answer    15
 
-graded as integers (grader integer). Greedy, dense SmolLM2-135M-Instruct answered 16 of 40 so
-(docs/REAL_MODEL.md); with two-digit operands and "Answer with the number only." it answered
-about 7 of 100. Problem ids are `arith-{index}`; the same seed gives the same problems on every
+graded as integers (grader integer). Dense SmolLM2-135M-Instruct, greedy, answers 28 of seed 1's
+first 40 (docs/REAL_MODEL.md); with two-digit operands and "Answer with the number only." it
+answered about 7 in 100. Problem ids are `arith-{index}`; the same seed gives the same problems on every
 machine (Python's random, seeded through sha256 like demo_task).
 """
 
