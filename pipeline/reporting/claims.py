@@ -32,10 +32,10 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from pipeline.core.artifacts import atomic_path
 from pipeline.core.slices import STRUCTURED, UNSTRUCTURED
 from pipeline.reporting import power as pw
-from pipeline.reporting.tables import labels, paired, problem_scores, variant_order, wait_label, wait_settings
+from pipeline.reporting.tables import (labels, paired, problem_scores, variant_order, wait_label, wait_settings,
+                                      write_model_tables)
 
 POOLED = "(pooled)"  # no benchmark name can hold parentheses (config/schema.yaml)
 CORRECTIONS = {"bh": ("fdr_bh", "Benjamini-Hochberg false discovery rate"), "holm": ("holm", "Holm family-wise error")}
@@ -287,13 +287,5 @@ def markdown(frame: pd.DataFrame, model: str, spec: dict) -> str:
 
 
 def write(grades: pd.DataFrame, table: pd.DataFrame, spec: dict, out_dir: str | Path) -> list[Path]:
-    written = []
-    for model in spec["models"]:
-        frame = claims(grades, table, spec, model)
-        csv_path, md_path = paths(out_dir, model)
-        with atomic_path(csv_path) as tmp:
-            frame[COLUMNS].to_csv(tmp, index=False)
-        with atomic_path(md_path) as tmp:
-            tmp.write_text(markdown(frame, model, spec))
-        written += [csv_path, md_path]
-    return written
+    return write_model_tables(spec, out_dir, paths, lambda model: claims(grades, table, spec, model),
+                              lambda frame, model: markdown(frame, model, spec), columns=COLUMNS)

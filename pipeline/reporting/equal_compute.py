@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.core.artifacts import atomic_path
 from pipeline.reporting.compute import ACCOUNTINGS
 from pipeline.reporting.tables import (cell_rng, labels, paired, problem_scores, variant_order, wait_label,
-                                       wait_settings)
+                                       wait_settings, write_model_tables)
 
 COLUMNS = ["model", "benchmark", "wait_times", "variant", "description", "budget", "accounting", "flops_per_problem",
            "accuracy", "dense_accuracy_at_equal_compute", "difference", "difference_ci_low", "difference_ci_high",
@@ -187,13 +186,5 @@ def markdown(rows: pd.DataFrame, model: str, spec: dict, table: pd.DataFrame | N
 
 
 def write(grades: pd.DataFrame, table: pd.DataFrame, spec: dict, out_dir: str | Path) -> list[Path]:
-    written = []
-    for model in spec["models"]:
-        rows = equal_compute(grades, table, spec, model)
-        csv_path, md_path = paths(out_dir, model)
-        with atomic_path(csv_path) as tmp:
-            rows.to_csv(tmp, index=False)
-        with atomic_path(md_path) as tmp:
-            tmp.write_text(markdown(rows, model, spec, table))
-        written += [csv_path, md_path]
-    return written
+    return write_model_tables(spec, out_dir, paths, lambda model: equal_compute(grades, table, spec, model),
+                              lambda rows, model: markdown(rows, model, spec, table))

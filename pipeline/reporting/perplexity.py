@@ -21,9 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pipeline.core.artifacts import atomic_path  # noqa: E402
 from pipeline.reporting.plots import MARKERS, line_styles, save_figure  # noqa: E402
-from pipeline.reporting.tables import labels, variant_order  # noqa: E402
+from pipeline.reporting.tables import labels, variant_order, write_model_tables  # noqa: E402
 
 COLUMNS = ["variant", "description", "method", "allocation", "pattern", "sparsity", "perplexity", "vs_dense"]
 
@@ -75,21 +74,16 @@ def write_tables(table: pd.DataFrame, spec: dict, out_dir: str | Path) -> list[P
     """perplexity-{model}.csv and .md for every model whose variants have a perplexity."""
     if "perplexity" not in table:
         return []
-    written = []
-    for model in spec["models"]:
-        rows = variant_table(table, model, spec)
-        csv, md = table_paths(out_dir, model)
-        with atomic_path(csv) as tmp:
-            rows.to_csv(tmp, index=False)
-        lines = [f"# {model}: perplexity by variant", "",
-                 "| variant | sparsity | perplexity | x dense |", "|---|---:|---:|---:|"]
-        for row in rows.itertuples():
-            share = "" if pd.isna(row.sparsity) else f"{row.sparsity:.1%}"
-            lines.append(f"| {row.description} | {share} | {row.perplexity:.2f} | {row.vs_dense:.2f} |")
-        with atomic_path(md) as tmp:
-            Path(tmp).write_text("\n".join(lines) + "\n")
-        written += [csv, md]
-    return written
+    return write_model_tables(spec, out_dir, table_paths, lambda model: variant_table(table, model, spec), _markdown)
+
+
+def _markdown(rows: pd.DataFrame, model: str) -> str:
+    lines = [f"# {model}: perplexity by variant", "",
+             "| variant | sparsity | perplexity | x dense |", "|---|---:|---:|---:|"]
+    for row in rows.itertuples():
+        share = "" if pd.isna(row.sparsity) else f"{row.sparsity:.1%}"
+        lines.append(f"| {row.description} | {share} | {row.perplexity:.2f} | {row.vs_dense:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def figure(table: pd.DataFrame, model: str, spec: dict, out_dir: str | Path) -> None:

@@ -143,6 +143,22 @@ def write_pivots(table: pd.DataFrame, spec: dict, out_dir: str | Path) -> list[P
     return written
 
 
+def write_model_tables(spec: dict, out_dir: str | Path, paths, frame_of, markdown_of,
+                       columns: list[str] | None = None) -> list[Path]:
+    """For each model of `spec`, `frame_of(model)` as CSV (its `columns`, else all) and
+    `markdown_of(frame, model)` as Markdown, at `paths(out_dir, model)`, each written atomically."""
+    written = []
+    for model in spec["models"]:
+        frame = frame_of(model)
+        csv_path, md_path = paths(out_dir, model)
+        with atomic_path(csv_path) as tmp:
+            (frame if columns is None else frame[columns]).to_csv(tmp, index=False)
+        with atomic_path(md_path) as tmp:
+            Path(tmp).write_text(markdown_of(frame, model))
+        written += [csv_path, md_path]
+    return written
+
+
 SEED_SPREAD = ("training_seeds.csv", "training_seeds.md", "training_seed_orderings.csv")
 _SPREAD_OF = ["accuracy", "pass@4", "perplexity"]
 
