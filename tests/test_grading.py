@@ -229,3 +229,12 @@ def test_grade_stage_reads_option_text_in_the_order_shown(tmp_path):
     assert grades["status"].tolist() == ["wrong", "wrong", "ambiguous", "no_answer"]
     with pytest.raises(ValueError, match="not in the benchmark table"):
         grade.shown_choices(pd.DataFrame(rows), benchmark.iloc[:1])
+
+
+def test_a_bare_equation_is_graded_by_the_value_it_states():
+    """Small models answer arithmetic as an equation ("9 + 8 = 17", "4 - 1 is 4."): the value on
+    the right is graded, never the restated question on the left."""
+    cases = [("17", "9 + 8 = 17", "correct"), ("18", "9 + 8 = 17", "wrong"), ("3", "4 - 1 is 4.", "wrong"),
+             ("2", "3 - 1 is 2.", "correct"), ("23", "So $m + n = 23$.", "no_answer")]
+    for gold, answer, status in cases:
+        assert grade_one(gold, answer, "integer").status == status, (gold, answer)

@@ -1,15 +1,17 @@
-"""A generated benchmark of one- and two-digit arithmetic, drawn with a seed.
+"""A generated benchmark of one-digit arithmetic, drawn with a seed.
 
 For real models too small for the study's benchmarks (SmolLM2-135M solves none of AIME): a
 task a small instruction-tuned model partly solves, so that pruning has accuracy to lose. Each
-problem adds or subtracts two numbers of one or two digits (each operand's digit count drawn
-first, so one-digit operands are as common as two-digit ones):
+problem adds or subtracts two one-digit numbers, the larger first for a subtraction (answers 0
+to 18, never negative):
 
-    problem   What is 47 + 8? Answer with the number only.
-    answer    55
+    problem   What is 7 + 8? Give only the final number, no words.
+    answer    15
 
-graded as integers (grader integer). Problem ids are `arith-{index}`; the same seed gives the
-same problems on every machine (Python's random, seeded through sha256 like demo_task).
+graded as integers (grader integer). Dense SmolLM2-135M-Instruct, greedy, answers 28 of seed 1's
+first 40 (docs/REAL_MODEL.md); with two-digit operands and "Answer with the number only." it
+answered about 7 in 100. Problem ids are `arith-{index}`; the same seed gives the same problems on every
+machine (Python's random, seeded through sha256 like demo_task).
 """
 
 from __future__ import annotations
@@ -18,11 +20,7 @@ import hashlib
 import random
 
 OPERATIONS = ("+", "-")
-QUESTION = "What is {a} {op} {b}? Answer with the number only."
-
-
-def _operand(rng: random.Random) -> int:
-    return rng.randint(0, 9) if rng.random() < 0.5 else rng.randint(10, 99)
+QUESTION = "What is {a} {op} {b}? Give only the final number, no words."
 
 
 def benchmark_rows(problems: int, seed: int) -> list[dict]:
@@ -31,7 +29,9 @@ def benchmark_rows(problems: int, seed: int) -> list[dict]:
     rng = random.Random(int.from_bytes(digest[:8], "little"))
     rows = []
     for index in range(problems):
-        a, op, b = _operand(rng), rng.choice(OPERATIONS), _operand(rng)
+        a, op, b = rng.randint(0, 9), rng.choice(OPERATIONS), rng.randint(0, 9)
+        if op == "-" and b > a:
+            a, b = b, a
         answer = a + b if op == "+" else a - b
         rows.append({"id": f"arith-{index}", "problem": QUESTION.format(a=a, op=op, b=b), "answer": str(answer)})
     return rows

@@ -10,6 +10,9 @@ LETTERS = "ABCDEFGHIJ"
 # a whole answer segment counts as the answer when it is this short (prose is not an answer)
 BARE_MAX_CHARS = 64
 BARE_MAX_WORDS = 4
+# a line of numbers and operators alone ("9 + 8 = 17") is bare however many symbols it has
+_ARITHMETIC = re.compile(r"[\d\s.,()+\-*/=×÷−·]+")
+_STATED_EQUATION = re.compile(r"^\s*(-?\d+(?:\s*[-+*/×÷−]\s*-?\d+)+)\s+(?:is|equals)\s+(-?\d+)\s*\.?\s*$")
 # the most of a statement that is read: a display block below a heading, or one line
 STATEMENT_MAX_CHARS = 1000
 # statements read, from the last: enough for any answer segment, and a bound on the work
@@ -393,11 +396,14 @@ def extract(text: str, grader: str, choices: list[str] | None = None) -> tuple[s
         if _LONE_LETTER.fullmatch(last):
             return last, "last_line"
     bare = _strip_markup(text)
+    # "4 - 1 is 4.": an equation in words; its value is the answer, not the restated question
+    bare = _STATED_EQUATION.sub(r"\1 = \2", bare)
     if (bare and "\n" not in bare and len(bare) <= BARE_MAX_CHARS and not _BOX_RE.search(bare)
             and not _KEYWORD_RE.search(bare)):
         answer = _reading(bare, grader, "weak" if grader == "choice" else "strong", choices)
         # a short line, or an answer that opens it with a remark after ("42 (pairs)")
         opens = bool(answer) and answer != bare and bare.startswith(answer)
-        if answer and (len(bare.split()) <= BARE_MAX_WORDS or bare[0] in "$\\" or opens):
+        if answer and (len(bare.split()) <= BARE_MAX_WORDS or bare[0] in "$\\" or opens
+                       or _ARITHMETIC.fullmatch(bare)):
             return answer, "bare"
     return None, None
