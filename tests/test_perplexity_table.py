@@ -52,3 +52,14 @@ def test_figure_is_drawn_on_a_log_axis(tmp_path):
     assert (tmp_path / "perplexity_vs_sparsity-m.png").stat().st_size > 10_000
     for label in ("wanda (uniform)", "wanda (owl)", "shortgpt", "wanda 2:4", "dense", "log scale"):
         assert label in svg, label
+
+
+def test_a_family_measured_once_is_a_point_not_a_line_from_dense():
+    rows = perplexity.variant_table(_main_table(), "m", _spec())
+    families = {name: (points, joined) for name, points, joined in perplexity.series(rows)}
+    assert set(families) == {"wanda (uniform)", "wanda (owl)", "shortgpt"}
+    uniform, joined = families["wanda (uniform)"]
+    assert joined and list(uniform["sparsity"]) == [0.0, 0.5, 0.7]  # from dense, in order
+    owl, joined = families["wanda (owl)"]
+    assert not joined and list(owl["sparsity"]) == [0.7] and list(owl["perplexity"]) == [100.0]
+    assert not families["shortgpt"][1]  # one removal measured: no curve drawn through 0..0.1

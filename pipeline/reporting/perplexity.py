@@ -6,7 +6,8 @@ pruning papers report it (the aggregate stage writes the table, the plots stage 
     results/plots/perplexity_vs_sparsity-{model}.{png,svg}
                                                    perplexity (log scale) against that share: a
                                                    line per unstructured method and allocation
-                                                   from dense at 0, N:M patterns as points at
+                                                   from dense at 0 (a point where it was measured
+                                                   at one sparsity), N:M patterns as points at
                                                    1 - N/M, removed blocks as a line at k / depth
                                                    (models of known depth)
 """
@@ -86,21 +87,34 @@ def _markdown(rows: pd.DataFrame, model: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def series(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame, bool]]:
+    """(name, points by sparsity, joined) per unstructured method and allocation, and removed
+    blocks, from variant_table's rows. A family measured at two sparsities or more is a line
+    from dense at 0; one measured at a single sparsity (an allocation tried at 70% only) is
+    that point alone: a line from dense would draw a curve through sparsities never measured."""
+    dense = rows[rows["method"] == "dense"]
+    lines = rows[(rows["pattern"] == "") & (rows["method"] != "dense")]
+    out = []
+    for method, allocation in lines[["method", "allocation"]].drop_duplicates().itertuples(index=False):
+        own = lines[(lines["method"] == method) & (lines["allocation"] == allocation)]
+        joined = own["sparsity"].nunique() > 1
+        points = pd.concat([dense, own]) if joined else own
+        out.append((f"{method} ({allocation})" if allocation else method, points.sort_values("sparsity"), joined))
+    return out
+
+
 def figure(table: pd.DataFrame, model: str, spec: dict, out_dir: str | Path) -> None:
     """perplexity_vs_sparsity-{model}: perplexity on a log axis against the share removed."""
     rows = variant_table(table, model, spec) if "perplexity" in table else pd.DataFrame(columns=COLUMNS)
     rows = rows[rows["sparsity"].notna()]
     fig, ax = plt.subplots(figsize=(7.5, 4.6), layout="constrained")
     dense = rows[rows["method"] == "dense"]
-    lines = rows[(rows["pattern"] == "") & (rows["method"] != "dense")]
-    families = [(m, a) for m, a in lines[["method", "allocation"]].drop_duplicates().itertuples(index=False)]
+    families = series(rows)
     patterns = sorted(p for p in rows["pattern"].unique() if p)
-    styles = line_styles([f"{m} ({a})" if a else m for m, a in families], set())
-    for method, allocation in families:
-        name = f"{method} ({allocation})" if allocation else method
-        line = pd.concat([dense, lines[(lines["method"] == method) & (lines["allocation"] == allocation)]])
-        line = line.sort_values("sparsity")
-        ax.plot(line["sparsity"], line["perplexity"], label=name, markersize=5, **styles[name])
+    styles = line_styles([name for name, _, _ in families], set())
+    for name, points, joined in families:
+        ax.plot(points["sparsity"], points["perplexity"], label=name, markersize=5 if joined else 8,
+                **styles[name], **({} if joined else {"linestyle": "none"}))
     for index, pattern in enumerate(patterns):
         points = rows[rows["pattern"] == pattern]
         for _, point in points.iterrows():
