@@ -113,6 +113,18 @@ def check(config: dict, workflow, local: bool, limit: int | None) -> None:
 # --------------------------------------------------------------------------- files
 
 
+def short_text_problem(path: str, length: int) -> str | None:
+    """A perplexity text too short for one window, known from its size before any job: every
+    tokenizer's token spans at least one byte (one more for a start token), so a file of fewer
+    than length - 1 bytes cannot fill a window of `length` tokens; the perplexity stage, after
+    the pruning, would refuse it."""
+    size = Path(path).expanduser().stat().st_size
+    if size + 1 >= length:
+        return None
+    return (f"perplexity.text: {cfg.shown(path)} holds {size} bytes, fewer tokens than one window of "
+            f"perplexity.length {length}. Fix: lower perplexity.length below {size + 1} or give a longer text")
+
+
 def file_problem(key: str, path: str, fix: str, text: bool = False) -> str | None:
     """None when `path` is a readable file (UTF-8 text if `text`), else a line naming `key`."""
     where = cfg.shown(path)
@@ -396,7 +408,7 @@ def problems(config: dict, jobs: list[tuple[str, dict]], local: bool = True, gpu
             else:
                 add("perplexity.text", file_problem("perplexity.text", text,
                                                     "give a local text file, wikitext2, or set perplexity.enabled: false",
-                                                    text=True))
+                                                    text=True) or short_text_problem(text, config["perplexity"]["length"]))
         elif rule in ("allocation", "masks") and "variant" in wildcards:
             key = f"variants.{wildcards['variant']}@{wildcards['model']}"
             add(key + ":allocation", allocation_problem(config, wildcards["model"], wildcards["variant"]))

@@ -213,6 +213,12 @@ def _latin1(tmp):
     return str(path)
 
 
+def _short_text(tmp):
+    path = tmp / "short.txt"
+    path.write_text("A short text. " * 20 + "\n" * 20)  # 300 bytes
+    return str(path)
+
+
 def _bad_jsonl(tmp):
     path = tmp / "bad.jsonl"
     path.write_text('{"problem": "1+1", "answer": "2"}\n{"problem": oops}\n')
@@ -251,6 +257,9 @@ PREFLIGHT_CASES = [
      "perplexity.text", ["does not exist", "perplexity.enabled: false"]),
     ("perplexity-text-folder", lambda c, t: edit(c, "perplexity.text", _folder(t)), ["perplexity"],
      "perplexity.text", ["a folder"]),
+    ("perplexity-text-shorter-than-a-window", lambda c, t: edit(edit(c, "perplexity.text", _short_text(t)),
+                                                                 "perplexity.length", 512),
+     ["perplexity"], "perplexity.text", ["300 bytes", "perplexity.length 512", "below 301"]),
     ("layerif-scores-missing", lambda c, t: edit(c, "variants.wanda-50-layerif.layerif", {"scores": _missing(t)}),
      ["masks"], "variants.wanda-50-layerif.layerif.scores", ["does not exist"]),
     ("layerif-scores-blocks", lambda c, t: edit(c, "variants.wanda-50-layerif.layerif",
