@@ -40,6 +40,22 @@ def test_ties_are_broken_like_a_stable_sort():
         assert torch.equal(scores.mask_whole(x, s), _stable_reference(x, int(x.numel() * s), dim_flat=True))
 
 
+def test_rows_with_and_without_ties_at_the_threshold_match_a_stable_sort():
+    # half the rows on a grid of 4 values (ties at the k-th score), half distinct: both paths
+    g = torch.Generator().manual_seed(5)
+    x = torch.cat([torch.randint(0, 4, (8, 40), generator=g).float(), torch.rand(8, 40, generator=g)])
+    for s in (0.3, 0.5):
+        assert torch.equal(scores.mask_per_row(x, s), _stable_reference(x, int(40 * s)))
+        assert torch.equal(scores.mask_per_row(x[8:], s), _stable_reference(x[8:], int(40 * s)))
+
+
+def test_kth_smallest_is_kthvalue():
+    g = torch.Generator().manual_seed(6)
+    for x in (torch.rand(9, 31, generator=g), torch.randint(0, 5, (9, 31), generator=g).float(), torch.rand(57, generator=g)):
+        for k in (1, 7, x.shape[-1]):
+            assert torch.equal(scores.kth_smallest(x, k), x.kthvalue(k, dim=-1, keepdim=True).values)
+
+
 @pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (1, 4)])
 def test_nm_pattern(n, m):
     x = torch.rand(10, 64, generator=torch.Generator().manual_seed(4))

@@ -8,6 +8,7 @@ row, N:M within every group of M consecutive input columns of a row.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -28,10 +29,23 @@ def wanda_scores(weight: torch.Tensor, sq_mean: torch.Tensor) -> torch.Tensor:
     return weight.detach().float().abs() * sq_mean.float().sqrt().reshape(1, -1)
 
 
+def kth_smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th smallest (1-based) value along the last dimension, as a dimension of size 1:
+    scores.kthvalue(k, dim=-1, keepdim=True).values, the same value. On the CPU by numpy's
+    introselect, about ten times faster than torch.kthvalue there."""
+    if scores.device.type == "cpu":
+        part = np.partition(scores.detach().numpy(), k - 1, axis=-1)
+        return torch.from_numpy(np.ascontiguousarray(part[..., k - 1 : k]))
+    return scores.kthvalue(k, dim=-1, keepdim=True).values
+
+
 def _lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Mask of the k lowest scores along the last dim, ties broken by position, exactly as a
-    stable sort would, in linear time (kthvalue instead of a full sort)."""
-    thresh = scores.kthvalue(k, dim=-1, keepdim=True).values
+    stable sort would, in linear time (a k-th value threshold instead of a full sort)."""
+    thresh = kth_smallest(scores, k)
+    chosen = scores <= thresh
+    if bool((chosen.sum(-1, dtype=torch.int32) == k).all()):  # the usual case: no surplus tie at the threshold
+        return chosen
     below = scores < thresh
     tie = scores == thresh
     need = k - below.sum(-1, keepdim=True)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 import torch
+
+from pipeline.prune.scores import kth_smallest
 
 
 def inverse_hessian(hessian: torch.Tensor, damp: float = 0.01, overwrite: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,7 +83,7 @@ def sparsegpt(
                 if s <= 0:
                     continue
                 tmp = W1[:, r1:r2] ** 2 / d1**2
-                mask1[:, r1:r2] = tmp <= kth_smallest(tmp, int(tmp.numel() * s))
+                mask1[:, r1:r2] = tmp <= kth_smallest(tmp.flatten(), int(tmp.numel() * s) + 1)
         for i in range(i2 - i1):
             if nm is not None and i % nm[1] == 0:
                 tmp = (W1[i : i + nm[1]] ** 2 / d1[i : i + nm[1]] ** 2).T  # rows x M, as the reference
@@ -98,10 +99,3 @@ def sparsegpt(
         WT[i2:] -= ErrT[: i2 - i1].T.contiguous().matmul(hinv[i1:i2, i2:]).T
     return WT.T.contiguous(), maskT.T.contiguous()
 
-
-def kth_smallest(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th smallest (0-based) element of `x`, as sort(x.flatten())[k], in linear time."""
-    if x.device.type == "cpu":  # numpy's introselect is several times faster than torch.kthvalue on CPU
-        flat = x.detach().reshape(-1).numpy()
-        return torch.tensor(np.partition(flat, k)[k], dtype=x.dtype)
-    return x.flatten().kthvalue(k + 1).values
